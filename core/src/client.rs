@@ -44,9 +44,9 @@ impl Default for ChannelConfig {
         ChannelConfig {
             max_recv_message_size: DEFAULT_MAX_RECV_MESSAGE_SIZE,
             connect_timeout: Duration::from_secs(20),
-            http2_adaptive_window: true,
-            initial_stream_window_size: None,
-            initial_connection_window_size: None,
+            http2_adaptive_window: false,
+            initial_stream_window_size: Some(1024 * 1024),
+            initial_connection_window_size: Some(2 * 1024 * 1024),
             keepalive_interval: None,
             keepalive_timeout: Duration::from_secs(20),
         }
@@ -188,7 +188,7 @@ impl Channel {
         let mut grpc = self.grpc.clone();
         let start = async move {
             grpc.ready().await.map_err(|e| Status::unavailable(format!("connection not ready: {e}")))?;
-            grpc.streaming(req, path, BytesCodec).await.map_err(Status::from)
+            grpc.streaming(req, path, BytesCodec).await.map_err(from_tonic)
         };
         let resp = bounded(ctx, deadline, start).await.map_err(downstream)?;
         let (md, body, _) = resp.into_parts();
@@ -224,15 +224,12 @@ impl ReplyStream {
         let (ctx, deadline) = (self.ctx.clone(), self.deadline);
         let inner = &mut self.inner;
         let next = bounded(&ctx, deadline, async move {
-            match inner.message().await? {
-                Some(m) => Ok(Some(m)),
-                None => Ok(None),
-            }
+            inner.message().await.map_err(from_tonic)
         })
         .await
         .map_err(downstream)?;
         if next.is_none() {
-            let t = self.inner.trailers().await.map_err(|s| downstream(s.into()))?;
+            let t = self.inner.trailers().await.map_err(|s| downstream(from_tonic(s)))?;
             let mut t = t.map(MetadataMap::into_headers).unwrap_or_default();
             for k in ["grpc-status", "grpc-message", "grpc-status-details-bin"] {
                 t.remove(k);
@@ -256,6 +253,20 @@ impl Stream for ReplyStream {
         futures_util::pin_mut!(fut);
         fut.poll(cx).map(Result::transpose)
     }
+}
+
+/// tonic's client reports two conditions with other codes than the gRPC spec
+/// gives them: its own deadline timer (`CANCELLED`, "Timeout expired") and a
+/// reply over the receive limit (`OUT_OF_RANGE`).
+fn from_tonic(s: tonic::Status) -> Status {
+    let mapped = match (s.code(), s.message()) {
+        (tonic::Code::Cancelled, "Timeout expired") => Some(Status::deadline_exceeded("deadline exceeded")),
+        (tonic::Code::OutOfRange, m) if m.starts_with("Error, decoded message length too large") => {
+            Some(Status::resource_exhausted(format!("received message larger than max: {m}")))
+        }
+        _ => None,
+    };
+    mapped.unwrap_or_else(|| s.into())
 }
 
 fn downstream(s: Status) -> Status {

@@ -42,7 +42,13 @@ impl CallGuard {
 impl Drop for CallGuard {
     fn drop(&mut self) {
         if let Some(ctx) = self.ctx.take() {
-            let reason = if self.shared.is_hard_stopping() { CancelReason::Shutdown } else { CancelReason::Cancelled };
+            let reason = if self.shared.is_hard_stopping() {
+                CancelReason::Shutdown
+            } else if ctx.is_expired() {
+                CancelReason::DeadlineExceeded
+            } else {
+                CancelReason::Cancelled
+            };
             ctx.cancel(reason);
         }
     }

@@ -38,7 +38,11 @@ pub struct Http2Config {
     pub initial_stream_window_size: Option<u32>,
     /// Initial connection flow-control window (bytes); `None`: hyper's default.
     pub initial_connection_window_size: Option<u32>,
-    /// Grow windows from measured bandwidth-delay product (overrides the two above).
+    /// Grow windows from the measured bandwidth-delay product (overrides the two
+    /// above), for high bandwidth-delay links. Off by default: windows then start
+    /// small, and h2's flood protection (a budget of small DATA frames that
+    /// follows the connection window) would end a connection that receives a
+    /// burst of a few hundred small messages at once.
     pub adaptive_window: bool,
     pub max_frame_size: Option<u32>,
     pub max_concurrent_streams: Option<u32>,
@@ -55,9 +59,9 @@ pub struct Http2Config {
 impl Default for Http2Config {
     fn default() -> Self {
         Http2Config {
-            initial_stream_window_size: None,
-            initial_connection_window_size: None,
-            adaptive_window: true,
+            initial_stream_window_size: Some(1024 * 1024),
+            initial_connection_window_size: Some(2 * 1024 * 1024),
+            adaptive_window: false,
             max_frame_size: None,
             max_concurrent_streams: Some(1024),
             keepalive_interval: Some(Duration::from_secs(7200)),
@@ -266,8 +270,10 @@ impl Server {
                     self.health.set_all_not_serving();
                     let _ = phase.send(Phase::Draining);
                     // The phase sender must outlive the grace period; park it in a timer thread.
+                    let s = shared.clone();
                     let t = std::thread::spawn(move || {
                         std::thread::sleep(grace);
+                        s.hard_stop.store(true, Ordering::Relaxed);
                         let _ = phase.send(Phase::Stopped);
                     });
                     drop(t);
@@ -435,6 +441,7 @@ async fn serve_conn(stream: TcpStream, shared: Arc<Shared>, mut phase: watch::Re
     let h2c = &shared.config.http2;
     let mut b = http2::Builder::new(TokioExecutor::new());
     b.timer(TokioTimer::new())
+        .auto_date_header(false)
         .adaptive_window(h2c.adaptive_window)
         .initial_stream_window_size(h2c.initial_stream_window_size)
         .initial_connection_window_size(h2c.initial_connection_window_size)
