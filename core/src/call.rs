@@ -183,6 +183,16 @@ impl ResponseSender {
         self.tx.blocking_send(StreamItem::Message(msg)).map_err(|_| gone())
     }
 
+    /// Sends without waiting: `Ok(None)` when queued, `Ok(Some(msg))` (the
+    /// message back) when the buffer is full, `CANCELLED` once the call is over.
+    pub fn try_send(&self, msg: Bytes) -> Result<Option<Bytes>, Status> {
+        match self.tx.try_send(StreamItem::Message(msg)) {
+            Ok(()) => Ok(None),
+            Err(mpsc::error::TrySendError::Full(StreamItem::Message(m))) => Ok(Some(m)),
+            Err(_) => Err(gone()),
+        }
+    }
+
     /// Ends the stream with OK or an error status. Host handlers must end every
     /// stream; a sender dropped without it ends the call with `INTERNAL`.
     pub async fn finish(self, result: Result<(), Status>) {

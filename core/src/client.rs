@@ -85,8 +85,9 @@ impl std::fmt::Debug for Channel {
 }
 
 /// The runtime that drives connections of channels made outside any runtime
-/// (host-language threads). One thread: clients are I/O-bound.
-fn client_runtime() -> &'static tokio::runtime::Runtime {
+/// (host-language threads). One thread: clients are I/O-bound. Bindings also
+/// run their async calls' futures on it.
+pub fn client_runtime() -> &'static tokio::runtime::Runtime {
     static RT: OnceLock<tokio::runtime::Runtime> = OnceLock::new();
     RT.get_or_init(|| {
         tokio::runtime::Builder::new_multi_thread()

@@ -161,6 +161,12 @@ pub struct Closed;
 
 type Notifier = Box<dyn Fn() + Send + Sync>;
 
+/// How long a queued call may wait behind busy host threads before an idle one
+/// is woken. Below it, the busy thread takes the call with its next batch:
+/// fast handlers keep one thread pulling big batches (no GIL ping-pong), while a
+/// blocked handler holds the others up for at most this long.
+const STALL: Duration = Duration::from_millis(1);
+
 /// Ready calls for host threads. Clone it to share; all methods are thread-safe.
 #[derive(Clone)]
 pub struct HostQueue(Arc<Shared>);
@@ -168,14 +174,24 @@ pub struct HostQueue(Arc<Shared>);
 struct Shared {
     state: Mutex<State>,
     ready: Condvar,
+    /// Wakes the stall watchdog (see [`STALL`]).
+    stall: Condvar,
     notifier: Option<Notifier>,
 }
 
 struct State {
-    calls: VecDeque<HostCall>,
+    calls: VecDeque<(Instant, HostCall)>,
     closed: bool,
-    /// Host threads blocked in `next_batch`: a push signals only if any wait.
+    /// Host threads blocked in `next_batch`.
     waiting: usize,
+    /// Host threads that took calls and have not asked for more yet.
+    active: usize,
+    watchdog: bool,
+}
+
+thread_local! {
+    /// Queues this thread holds a batch of (see `State::active`).
+    static HELD: std::cell::RefCell<Vec<usize>> = const { std::cell::RefCell::new(Vec::new()) };
 }
 
 impl Default for HostQueue {
@@ -198,25 +214,30 @@ impl HostQueue {
 
     fn build(notifier: Option<Notifier>) -> HostQueue {
         HostQueue(Arc::new(Shared {
-            state: Mutex::new(State { calls: VecDeque::new(), closed: false, waiting: 0 }),
+            state: Mutex::new(State { calls: VecDeque::new(), closed: false, waiting: 0, active: 0, watchdog: false }),
             ready: Condvar::new(),
+            stall: Condvar::new(),
             notifier,
         }))
     }
 
+    fn lock(&self) -> std::sync::MutexGuard<'_, State> {
+        self.0.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn id(&self) -> usize {
+        Arc::as_ptr(&self.0) as usize
+    }
+
     /// Queues a call; gives it back when the queue is closed.
     pub(crate) fn push(&self, call: HostCall) -> Result<(), HostCall> {
-        let mut st = self.0.state.lock().unwrap_or_else(|e| e.into_inner());
+        let mut st = self.lock();
         if st.closed {
             return Err(call);
         }
         let was_empty = st.calls.is_empty();
-        st.calls.push_back(call);
-        let wake = st.waiting > 0;
-        drop(st);
-        if wake {
-            self.0.ready.notify_one();
-        }
+        st.calls.push_back((Instant::now(), call));
+        self.wake_one(st);
         if was_empty {
             if let Some(n) = &self.0.notifier {
                 n();
@@ -225,16 +246,77 @@ impl HostQueue {
         Ok(())
     }
 
+    /// After calls were queued: wake an idle thread now if none is busy, else
+    /// leave them to the busy ones and let the watchdog wake one after [`STALL`].
+    fn wake_one(&self, mut st: std::sync::MutexGuard<'_, State>) {
+        if st.waiting == 0 {
+            return;
+        }
+        if st.active == 0 {
+            drop(st);
+            self.0.ready.notify_one();
+            return;
+        }
+        if !st.watchdog {
+            st.watchdog = true;
+            drop(st);
+            let q = self.clone();
+            let spawned = std::thread::Builder::new().name("courier-host-watchdog".into()).spawn(move || q.watchdog());
+            if spawned.is_err() {
+                // No watchdog: fall back to waking a thread per push.
+                self.lock().watchdog = false;
+                self.0.ready.notify_one();
+            }
+        } else {
+            drop(st);
+            self.0.stall.notify_one();
+        }
+    }
+
+    fn watchdog(&self) {
+        let mut st = self.lock();
+        loop {
+            if st.closed {
+                st.watchdog = false;
+                return;
+            }
+            let oldest = st.calls.iter().map(|(t, _)| *t).min();
+            st = match oldest {
+                Some(t) if st.waiting > 0 => {
+                    let due = t + STALL;
+                    let now = Instant::now();
+                    if now >= due {
+                        self.0.ready.notify_one();
+                        self.0.stall.wait_timeout(st, STALL).unwrap_or_else(|e| e.into_inner()).0
+                    } else {
+                        self.0.stall.wait_timeout(st, due - now).unwrap_or_else(|e| e.into_inner()).0
+                    }
+                }
+                _ => self.0.stall.wait(st).unwrap_or_else(|e| e.into_inner()),
+            };
+        }
+    }
+
     /// Up to `max` ready calls, blocking while none are ready (at most `timeout`,
     /// if given; then an empty batch). Calls whose client left or whose deadline
     /// passed while queued are dropped here, never started: their I/O side has
     /// answered already. `Err(Closed)` once the server stops and the queue is empty.
     pub fn next_batch(&self, max: usize, timeout: Option<Duration>) -> Result<Vec<HostCall>, Closed> {
         let until = timeout.map(|t| Instant::now() + t);
-        let mut st = self.0.state.lock().unwrap_or_else(|e| e.into_inner());
+        let id = self.id();
+        let held = HELD.with(|h| {
+            let mut h = h.borrow_mut();
+            h.iter().position(|&x| x == id).map(|i| h.swap_remove(i)).is_some()
+        });
+        let mut st = self.lock();
+        if held {
+            st.active -= 1;
+        }
         loop {
             let batch = take_live(&mut st.calls, max);
             if !batch.is_empty() {
+                st.active += 1;
+                HELD.with(|h| h.borrow_mut().push(id));
                 return Ok(batch);
             }
             if st.closed {
@@ -255,9 +337,51 @@ impl HostQueue {
         }
     }
 
+    /// Tells the queue this thread holds no batch any more (a host thread that
+    /// stops pulling calls this, so idle threads are woken without delay).
+    pub fn release(&self) {
+        let id = self.id();
+        let held = HELD.with(|h| {
+            let mut h = h.borrow_mut();
+            h.iter().position(|&x| x == id).map(|i| h.swap_remove(i)).is_some()
+        });
+        if held {
+            self.lock().active -= 1;
+        }
+    }
+
+    /// Puts calls a host thread took but did not start back at the front of the
+    /// queue (e.g. behind a handler that turned out slow), waking another thread.
+    pub fn requeue_front(&self, calls: Vec<HostCall>) {
+        if calls.is_empty() {
+            return;
+        }
+        let mut st = self.lock();
+        if st.closed {
+            drop(st);
+            for call in calls {
+                reject(call);
+            }
+            return;
+        }
+        let now = Instant::now();
+        for call in calls.into_iter().rev() {
+            st.calls.push_front((now.checked_sub(STALL).unwrap_or(now), call));
+        }
+        // The thread giving them back is busy: wake another one right away.
+        let wake = st.waiting > 0;
+        drop(st);
+        if wake {
+            self.0.ready.notify_one();
+        }
+        if let Some(n) = &self.0.notifier {
+            n();
+        }
+    }
+
     /// Up to `max` ready calls without blocking.
     pub fn try_batch(&self, max: usize) -> Result<Vec<HostCall>, Closed> {
-        let mut st = self.0.state.lock().unwrap_or_else(|e| e.into_inner());
+        let mut st = self.lock();
         let batch = take_live(&mut st.calls, max);
         if batch.is_empty() && st.closed {
             return Err(Closed);
@@ -267,7 +391,7 @@ impl HostQueue {
 
     /// Calls waiting in the queue.
     pub fn len(&self) -> usize {
-        self.0.state.lock().unwrap_or_else(|e| e.into_inner()).calls.len()
+        self.lock().calls.len()
     }
 
     pub fn is_empty(&self) -> bool {
@@ -278,32 +402,36 @@ impl HostQueue {
     /// threads return `Err(Closed)`, new calls are refused.
     pub fn close(&self) {
         let pending = {
-            let mut st = self.0.state.lock().unwrap_or_else(|e| e.into_inner());
+            let mut st = self.lock();
             st.closed = true;
             std::mem::take(&mut st.calls)
         };
         self.0.ready.notify_all();
+        self.0.stall.notify_all();
         if let Some(n) = &self.0.notifier {
             n();
         }
-        let mut batch = ReplyBatch::default();
-        for call in pending {
-            let status = Status::unavailable("server shutting down before the call started");
-            match call.reply {
-                Reply::Unary(r) => batch.push(r, Err(status)),
-                Reply::Stream(s) => {
-                    let _ = s.try_end(Err(status));
-                }
-            }
+        for (_, call) in pending {
+            reject(call);
         }
-        batch.flush();
     }
 }
 
-fn take_live(calls: &mut VecDeque<HostCall>, max: usize) -> Vec<HostCall> {
+/// Answers a call that will never start: the server is shutting down.
+fn reject(call: HostCall) {
+    let status = Status::unavailable("server shutting down before the call started");
+    match call.reply {
+        Reply::Unary(r) => ReplyBatch { items: vec![(r, Err(status))] }.flush(),
+        Reply::Stream(s) => {
+            let _ = s.try_end(Err(status));
+        }
+    }
+}
+
+fn take_live(calls: &mut VecDeque<(Instant, HostCall)>, max: usize) -> Vec<HostCall> {
     let mut out = Vec::with_capacity(max.min(calls.len()));
     while out.len() < max {
-        let Some(call) = calls.pop_front() else { break };
+        let Some((_, call)) = calls.pop_front() else { break };
         if !call.ctx.is_cancelled() {
             out.push(call);
         }

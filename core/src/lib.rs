@@ -10,6 +10,7 @@ pub mod client;
 pub mod context;
 pub mod health;
 pub mod host;
+pub mod metadata;
 pub mod method;
 pub mod server;
 pub mod status;

@@ -292,7 +292,7 @@ impl From<tonic::Status> for Status {
 const B64: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
 
 // `-bin` headers are unpadded base64 on the wire (receivers must accept padding too).
-fn base64_encode(data: &[u8]) -> String {
+pub(crate) fn base64_encode(data: &[u8]) -> String {
     let mut out = String::with_capacity(data.len().div_ceil(3) * 4);
     for chunk in data.chunks(3) {
         let b = [chunk[0], *chunk.get(1).unwrap_or(&0), *chunk.get(2).unwrap_or(&0)];
@@ -304,7 +304,7 @@ fn base64_encode(data: &[u8]) -> String {
     out
 }
 
-fn base64_decode(data: &[u8]) -> Option<Vec<u8>> {
+pub(crate) fn base64_decode(data: &[u8]) -> Option<Vec<u8>> {
     let mut out = Vec::with_capacity(data.len() * 3 / 4);
     let (mut acc, mut bits) = (0u32, 0u32);
     for &c in data.iter().filter(|&&c| c != b'=') {

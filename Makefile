@@ -1,0 +1,39 @@
+# Courier: `make demo` runs the demo, `make test` runs every test of every language.
+# Build caches live outside the clone (CACHE), so a second run is incremental.
+SHELL := /bin/bash
+CACHE ?= $(HOME)/.cache/courier
+export CARGO_TARGET_DIR ?= $(CACHE)/target
+VENV ?= $(CACHE)/venv
+PY := $(VENV)/bin/python
+PYTEST_WORKERS ?= 2
+
+.PHONY: demo test test-rust test-py venv bench bench-core clean-cache
+
+demo: venv
+	cargo build -q -p courier-testpeer
+	$(PY) tests/demo.py
+
+test: test-rust test-py
+
+test-rust:
+	cargo test --workspace --locked
+
+test-py: venv
+	cargo build -q -p courier-testpeer
+	$(PY) -m pytest -q -n $(PYTEST_WORKERS) tests/interop
+
+venv: $(VENV)/.stamp
+
+$(VENV)/.stamp: tests/requirements.txt
+	python3 -m venv $(VENV)
+	$(VENV)/bin/pip install -q --upgrade pip
+	$(VENV)/bin/pip install -q -r tests/requirements.txt
+	touch $@
+
+bench: bench-core
+
+bench-core:
+	bash bench/core/run.sh
+
+clean-cache:
+	rm -rf $(CACHE)

@@ -1,0 +1,37 @@
+"""Courier: gRPC-compatible RPC with a Rust core.
+
+Every call takes an explicit `ctx` (`courier.Context`): its deadline travels
+across hops, with the request id and trace context. Handlers are
+`fn(ctx, request)`; they raise `AppError` for declared application errors or
+call `ctx.abort(code, details)`; clients raise `RpcError`.
+"""
+
+from __future__ import annotations
+
+from . import _core
+from ._channel import Channel, Metadata, MetadataValue, ReplyIterator
+from ._errors import AbortError, AppError, RpcError, StatusCode, abort
+from ._service import NO_DEADLINE, AppErrorEnum, Method, MethodKind, Service
+from ._server import Server
+
+Context = _core.Context
+__version__: str = _core.__version__
+
+__all__ = [
+    "AbortError",
+    "AppError",
+    "AppErrorEnum",
+    "Channel",
+    "Context",
+    "Metadata",
+    "MetadataValue",
+    "Method",
+    "MethodKind",
+    "NO_DEADLINE",
+    "ReplyIterator",
+    "RpcError",
+    "Server",
+    "Service",
+    "StatusCode",
+    "abort",
+]

@@ -1,0 +1,119 @@
+"""Running Python handlers on calls from the core: decode, call, encode, and
+map exceptions to statuses. Shared by the sync and asyncio servers."""
+
+from __future__ import annotations
+
+import logging
+import threading
+from typing import Any, Callable, Optional, Tuple
+
+from . import _core
+from ._errors import AbortError, AppError, RpcError, StatusCode
+from ._service import Method, Service
+
+log = logging.getLogger("courier.server")
+
+Status = Tuple[int, str, Optional[Tuple[str, int]]]
+
+
+class HandlerStats:
+    """Counts handler failures (the core's stats take these over later)."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self.exceptions = 0
+
+    def count_exception(self) -> None:
+        with self._lock:
+            self.exceptions += 1
+
+
+def status_of(method: Method[Any, Any], exc: BaseException, stats: HandlerStats) -> Status:
+    """The status a handler's exception ends its call with."""
+    if isinstance(exc, AbortError):
+        return int(exc.code), exc.details, None
+    if isinstance(exc, AppError):
+        if method.app_error is None:
+            log.error("%s raised AppError(%d) but declares no rpc_error enum", method.path, exc.value)
+            stats.count_exception()
+            return int(StatusCode.INTERNAL), f"{method.path} raised an undeclared application error", None
+        enum = method.app_error
+        return int(enum.code_of(exc.value)), exc.message, (enum.full_name, exc.value)
+    if isinstance(exc, RpcError):
+        # The boundary rule: a downstream status that escapes is UNKNOWN here.
+        return int(StatusCode.UNKNOWN), f"unhandled error from a downstream call: {exc.code.name}", None
+    stats.count_exception()
+    log.error("handler %s raised", method.path, exc_info=exc)
+    return int(StatusCode.INTERNAL), f"handler raised {type(exc).__name__}: {exc}", None
+
+
+def bind(service: Service, servicer: Any) -> dict[str, Callable[..., Any]]:
+    """The handler callables of `servicer` for each method of `service`."""
+    handlers = {}
+    for m in service.methods:
+        fn = getattr(servicer, m.name, None)
+        if fn is None or not callable(fn):
+            raise TypeError(f"{type(servicer).__name__} has no handler for {m.path}")
+        handlers[m.name] = fn
+    return handlers
+
+
+def check_handlers(service: Service, handlers: Any) -> dict[str, Callable[..., Any]]:
+    missing = [m.name for m in service.methods if m.name not in handlers]
+    extra = [n for n in handlers if all(m.name != n for m in service.methods)]
+    if missing or extra:
+        raise ValueError(f"handlers for {service.name}: missing {missing}, unknown {extra}")
+    return dict(handlers)
+
+
+def sync_runner(method: Method[Any, Any], fn: Callable[..., Any], stats: HandlerStats) -> Callable[[_core.Call], None]:
+    """A function that serves one call of `method` with `fn` on this thread."""
+    decode = method.decode_request
+    encode = method.encode
+    kind = method.kind.value
+
+    def requests(call: _core.Call) -> Any:
+        while True:
+            m = call.recv()
+            if m is None:
+                return
+            yield decode(m)
+
+    if kind == "unary":
+
+        def run(call: _core.Call) -> None:
+            try:
+                call.reply(encode(fn(call.ctx, decode(call.start()))))
+            except Exception as e:
+                call.reply_error(*status_of(method, e, stats))
+
+    elif kind == "client_streaming":
+
+        def run(call: _core.Call) -> None:
+            call.start()
+            try:
+                call.reply(encode(fn(call.ctx, requests(call))))
+            except Exception as e:
+                call.reply_error(*status_of(method, e, stats))
+
+    else:
+        server_only = kind == "server_streaming"
+
+        def run(call: _core.Call) -> None:
+            first = call.start()
+            try:
+                replies = fn(call.ctx, decode(first) if server_only else requests(call))
+                for r in replies:
+                    call.send(encode(r))
+            except RpcError as e:
+                if call.cancelled:
+                    # The client left (send raised CANCELLED): nothing to answer.
+                    call.finish(int(e.code), e.details)
+                    return
+                call.finish(*status_of(method, e, stats))
+            except Exception as e:
+                call.finish(*status_of(method, e, stats))
+            else:
+                call.finish()
+
+    return run

@@ -1,0 +1,135 @@
+"""The synchronous server: handlers run on a pool of Python threads that pull
+batches of calls from the core (the GIL is released while they wait)."""
+
+from __future__ import annotations
+
+import signal
+import threading
+import time
+from types import TracebackType
+from typing import Any, Callable, List, Mapping, Optional, Type
+
+from . import _core
+from ._handlers import HandlerStats, bind, check_handlers, sync_runner
+from ._service import Service
+
+# Calls one thread takes at a time: big enough to amortise a wake-up, and a
+# batch whose handlers turn out slow is handed back (see `_work`).
+_BATCH = 64
+# A batch still running after this long hands its unstarted calls back.
+_SLOW = 0.002
+
+
+class Server:
+    """A Courier server with synchronous handlers.
+
+    `workers`: I/O threads of the core (default: one per core).
+    `max_concurrency`: Python handler threads, i.e. handlers running at once.
+    """
+
+    def __init__(
+        self,
+        *,
+        workers: Optional[int] = None,
+        max_concurrency: int = 32,
+        max_recv_message_size: Optional[int] = None,
+    ) -> None:
+        if max_concurrency < 1:
+            raise ValueError("max_concurrency must be at least 1")
+        self._core = _core.Server(workers=workers, max_recv_message_size=max_recv_message_size)
+        self._max_concurrency = max_concurrency
+        self._runners: List[Callable[[_core.Call], None]] = []
+        self._threads: List[threading.Thread] = []
+        self._stopped = threading.Event()
+        self._started = False
+        self.stats = HandlerStats()
+
+    def add_service(self, servicer: Any) -> None:
+        """Serves a servicer instance (a generated `...Servicer` subclass)."""
+        service: Service = type(servicer).__courier_service__
+        self.add_handlers(service, bind(service, servicer))
+
+    def add_handlers(self, service: Service, handlers: Mapping[str, Callable[..., Any]]) -> None:
+        """Serves `service` with one callable per method name: `fn(ctx, request)`."""
+        handlers = check_handlers(service, handlers)
+        for m in service.methods:
+            method_id = len(self._runners)
+            self._runners.append(sync_runner(m, handlers[m.name], self.stats))
+            self._core.register(m.path, m.kind.value, m.deadline_seconds, method_id, m.app_error.full_name if m.app_error else None)
+
+    def listen(self, address: str) -> int:
+        """Binds `address` ("host:port"; port 0 picks one) and returns the port."""
+        return self._core.listen(address)
+
+    def set_serving(self, service: str, serving: bool) -> None:
+        """Sets a service's status in the built-in `grpc.health.v1` service."""
+        self._core.set_serving(service, serving)
+
+    def start(self) -> None:
+        self._core.start()
+        self._started = True
+        for i in range(self._max_concurrency):
+            t = threading.Thread(target=self._work, name=f"courier-handler-{i}", daemon=True)
+            t.start()
+            self._threads.append(t)
+
+    def _work(self) -> None:
+        core, runners = self._core, self._runners
+        monotonic = time.monotonic
+        while True:
+            batch = core.next_batch(_BATCH)
+            if batch is None:
+                return
+            start = monotonic()
+            for i, call in enumerate(batch):
+                if i and monotonic() - start > _SLOW:
+                    # This thread is slow: give the rest to an idle thread.
+                    core.requeue(batch[i:])
+                    break
+                runners[call.method_id](call)
+
+    def stop(self, grace: Optional[float] = 5.0) -> None:
+        """Stops accepting calls, lets those in flight finish for up to `grace`
+        seconds, then cancels the rest. Returns when everything has stopped."""
+        if self._started:
+            self._core.shutdown(0.0 if grace is None else grace)
+            for t in self._threads:
+                t.join()
+            _core.flush_replies()
+        self._stopped.set()
+
+    def wait(self, timeout: Optional[float] = None, *, grace: float = 5.0) -> bool:
+        """Blocks until the server stops (or `timeout`). Ctrl-C (KeyboardInterrupt)
+        and SIGTERM stop it gracefully. Returns True once stopped."""
+        previous = None
+        if threading.current_thread() is threading.main_thread():
+            previous = signal.signal(signal.SIGTERM, lambda *_: self._stop_in_background(grace))
+        try:
+            deadline = None if timeout is None else time.monotonic() + timeout
+            while not self._stopped.is_set():
+                left = None if deadline is None else deadline - time.monotonic()
+                if left is not None and left <= 0:
+                    return False
+                # Short waits keep the main thread responsive to signals.
+                self._stopped.wait(0.2 if left is None else min(0.2, left))
+            return True
+        except KeyboardInterrupt:
+            self.stop(grace)
+            return True
+        finally:
+            if previous is not None:
+                signal.signal(signal.SIGTERM, previous)
+
+    def _stop_in_background(self, grace: float) -> None:
+        threading.Thread(target=self.stop, args=(grace,), daemon=True).start()
+
+    def __enter__(self) -> "Server":
+        return self
+
+    def __exit__(
+        self,
+        exc_type: Optional[Type[BaseException]],
+        exc: Optional[BaseException],
+        tb: Optional[TracebackType],
+    ) -> None:
+        self.stop(1.0)

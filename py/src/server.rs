@@ -1,0 +1,424 @@
+//! `courier._core.Server` and `Call`: the host side of the core's pull-based,
+//! batched call boundary. Python worker threads (or the asyncio loop) pull
+//! batches of ready calls; unary replies collect in a per-thread batch and go
+//! back to the I/O threads together (`flush_replies`).
+
+use std::cell::RefCell;
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use bytes::Bytes;
+use courier_core::{
+    DeadlinePolicy, HostCall, HostQueue, HostReply, HostRequest, MethodDesc, MethodKind, ReplyBatch, RequestStream,
+    ResponseSender, ServerConfig, ServingStatus, Status, UnaryReply,
+};
+use pyo3::exceptions::PyRuntimeError;
+use pyo3::prelude::*;
+use pyo3::types::PyBytes;
+
+use crate::asyncio::spawn_future;
+use crate::ctx::Context;
+use crate::errors::{server_error, status_from_parts, status_to_pyerr, value_error};
+
+pub(crate) fn parse_kind(kind: &str) -> PyResult<MethodKind> {
+    Ok(match kind {
+        "unary" => MethodKind::Unary,
+        "server_streaming" => MethodKind::ServerStreaming,
+        "client_streaming" => MethodKind::ClientStreaming,
+        "bidi_streaming" => MethodKind::BidiStreaming,
+        other => {
+            return Err(value_error(format!(
+                "unknown method kind {other:?}: expected unary, server_streaming, client_streaming or bidi_streaming"
+            )))
+        }
+    })
+}
+
+/// `deadline`: seconds, or None for a method declared without a deadline.
+pub(crate) fn method_desc(path: &str, kind: &str, deadline: Option<f64>, app_error_enum: Option<&str>) -> PyResult<MethodDesc> {
+    let policy = match deadline {
+        None => DeadlinePolicy::NoDeadline,
+        Some(s) if s.is_finite() && s > 0.0 => DeadlinePolicy::Default(Duration::from_secs_f64(s)),
+        Some(s) => return Err(value_error(format!("default deadline of {path} must be a positive number of seconds, got {s}"))),
+    };
+    let desc = MethodDesc::new(path, parse_kind(kind)?, policy).map_err(value_error)?;
+    Ok(match app_error_enum {
+        Some(e) => desc.with_app_error_enum(e),
+        None => desc,
+    })
+}
+
+/// Wakes an event loop when calls arrive: an eventfd the loop watches.
+struct EventFd(libc::c_int);
+
+impl EventFd {
+    fn new() -> PyResult<EventFd> {
+        // SAFETY: plain syscall; the fd is owned by the returned value.
+        let fd = unsafe { libc::eventfd(0, libc::EFD_NONBLOCK | libc::EFD_CLOEXEC) };
+        if fd < 0 {
+            return Err(std::io::Error::last_os_error().into());
+        }
+        Ok(EventFd(fd))
+    }
+    fn signal(&self) {
+        let one: u64 = 1;
+        // SAFETY: writes 8 bytes from a live u64 to our own fd. EAGAIN (counter
+        // full) is fine: the loop is signalled already.
+        unsafe { libc::write(self.0, (&one as *const u64).cast(), 8) };
+    }
+    fn drain(&self) {
+        let mut v: u64 = 0;
+        // SAFETY: reads 8 bytes into a live u64 from our own non-blocking fd.
+        unsafe { libc::read(self.0, (&mut v as *mut u64).cast(), 8) };
+    }
+}
+
+impl Drop for EventFd {
+    fn drop(&mut self) {
+        // SAFETY: we own the fd.
+        unsafe { libc::close(self.0) };
+    }
+}
+
+#[pyclass(module = "courier._core", frozen)]
+pub struct Server {
+    server: courier_core::Server,
+    queue: HostQueue,
+    wake: Option<Arc<EventFd>>,
+    ids: Mutex<HashMap<String, usize>>,
+}
+
+#[pymethods]
+impl Server {
+    #[new]
+    #[pyo3(signature = (*, workers=None, max_recv_message_size=None, event_loop=false))]
+    fn new(workers: Option<usize>, max_recv_message_size: Option<usize>, event_loop: bool) -> PyResult<Server> {
+        let mut config = ServerConfig::default();
+        if let Some(w) = workers {
+            if w == 0 {
+                return Err(value_error("workers must be at least 1"));
+            }
+            config.workers = w;
+        }
+        if let Some(m) = max_recv_message_size {
+            config.max_recv_message_size = m;
+        }
+        let (queue, wake) = if event_loop {
+            let efd = Arc::new(EventFd::new()?);
+            let w = efd.clone();
+            (HostQueue::with_notifier(move || w.signal()), Some(efd))
+        } else {
+            (HostQueue::new(), None)
+        };
+        Ok(Server { server: courier_core::Server::new(config), queue, wake, ids: Mutex::new(HashMap::new()) })
+    }
+
+    /// Adds a method served by Python; `method_id` is what calls carry back.
+    #[pyo3(signature = (path, kind, deadline, method_id, app_error_enum=None))]
+    fn register(&self, path: &str, kind: &str, deadline: Option<f64>, method_id: usize, app_error_enum: Option<&str>) -> PyResult<()> {
+        let desc = method_desc(path, kind, deadline, app_error_enum)?;
+        self.server.register(desc, courier_core::Handler::Host(self.queue.clone())).map_err(server_error)?;
+        self.ids.lock().unwrap_or_else(|e| e.into_inner()).insert(path.to_string(), method_id);
+        Ok(())
+    }
+
+    /// Binds an address (`"127.0.0.1:0"` picks a port); returns the port.
+    fn listen(&self, addr: &str) -> PyResult<u16> {
+        Ok(self.server.listen(addr).map_err(server_error)?.port())
+    }
+
+    fn start(&self) -> PyResult<()> {
+        self.server.start().map_err(server_error)
+    }
+
+    /// Graceful shutdown within `grace` seconds; blocks without the GIL.
+    fn shutdown(&self, py: Python<'_>, grace: f64) {
+        let grace = Duration::from_secs_f64(if grace.is_finite() { grace.max(0.0) } else { 0.0 });
+        py.detach(|| self.server.shutdown(grace));
+    }
+
+    #[getter]
+    fn running(&self) -> bool {
+        self.server.is_running()
+    }
+
+    /// Sets a service's health (`""`: the whole server).
+    fn set_serving(&self, service: &str, serving: bool) {
+        let s = if serving { ServingStatus::Serving } else { ServingStatus::NotServing };
+        self.server.health().set_serving(service, s);
+    }
+
+    /// Up to `max` ready calls; waits (without the GIL) at most `timeout`
+    /// seconds, or forever if None. None once the server has stopped.
+    #[pyo3(signature = (max, timeout=None))]
+    fn next_batch<'py>(&self, py: Python<'py>, max: usize, timeout: Option<f64>) -> PyResult<Option<Vec<Bound<'py, Call>>>> {
+        // Flush this thread's replies before waiting: nobody else will.
+        flush_replies();
+        let timeout = timeout.map(|t| Duration::from_secs_f64(t.max(0.0)));
+        let batch = py.detach(|| self.queue.next_batch(max.max(1), timeout));
+        match batch {
+            Ok(b) => self.wrap(py, b).map(Some),
+            Err(_) => Ok(None),
+        }
+    }
+
+    /// Up to `max` ready calls without waiting. None once the server has stopped.
+    fn try_batch<'py>(&self, py: Python<'py>, max: usize) -> PyResult<Option<Vec<Bound<'py, Call>>>> {
+        match self.queue.try_batch(max.max(1)) {
+            Ok(b) => self.wrap(py, b).map(Some),
+            Err(_) => Ok(None),
+        }
+    }
+
+    /// Puts calls that were taken but not started back at the queue's front.
+    fn requeue(&self, calls: Vec<Bound<'_, Call>>) {
+        let mut back = Vec::with_capacity(calls.len());
+        for c in calls {
+            let mut st = c.get().state.lock().unwrap_or_else(|e| e.into_inner());
+            if let State::Queued(_) = &*st {
+                if let State::Queued(hc) = std::mem::replace(&mut *st, State::Done) {
+                    back.push(hc);
+                }
+            }
+        }
+        self.queue.requeue_front(back);
+    }
+
+    /// The eventfd an event loop watches (event_loop servers only).
+    fn notify_fd(&self) -> Option<i32> {
+        self.wake.as_ref().map(|w| w.0)
+    }
+
+    /// Resets the eventfd after a wake-up.
+    fn drain_notify(&self) {
+        if let Some(w) = &self.wake {
+            w.drain();
+        }
+    }
+
+    /// Calls waiting in the queue.
+    fn queued(&self) -> usize {
+        self.queue.len()
+    }
+}
+
+impl Server {
+    fn wrap<'py>(&self, py: Python<'py>, batch: Vec<HostCall>) -> PyResult<Vec<Bound<'py, Call>>> {
+        let ids = self.ids.lock().unwrap_or_else(|e| e.into_inner());
+        batch
+            .into_iter()
+            .map(|hc| {
+                let method_id = ids.get(hc.method().path()).copied().unwrap_or(usize::MAX);
+                let ctx = Py::new(py, Context::new(hc.ctx().clone()))?;
+                Bound::new(py, Call { method_id, ctx, state: Mutex::new(State::Queued(hc)), requests: Mutex::new(None) })
+            })
+            .collect()
+    }
+}
+
+enum State {
+    Queued(HostCall),
+    Unary(Option<UnaryReply>),
+    Stream(Option<ResponseSender>),
+    Done,
+}
+
+thread_local! {
+    /// Replies of unary calls completed on this thread, sent back together.
+    static REPLIES: RefCell<ReplyBatch> = RefCell::new(ReplyBatch::with_capacity(64));
+}
+
+/// Sends the replies this thread collected to the I/O threads, in one wake-up each.
+#[pyfunction]
+pub fn flush_replies() {
+    REPLIES.with(|r| r.borrow_mut().flush());
+}
+
+/// One call handed to Python.
+#[pyclass(module = "courier._core", frozen)]
+pub struct Call {
+    #[pyo3(get)]
+    method_id: usize,
+    #[pyo3(get)]
+    ctx: Py<Context>,
+    state: Mutex<State>,
+    /// Client-streaming and bidi calls: taken out while a `recv` waits.
+    requests: Mutex<Option<RequestStream>>,
+}
+
+impl Call {
+    fn state(&self) -> std::sync::MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn take_requests(&self) -> PyResult<RequestStream> {
+        self.requests
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .take()
+            .ok_or_else(|| PyRuntimeError::new_err("this call has no request stream, or another recv is in progress"))
+    }
+
+    fn put_requests(&self, r: RequestStream) {
+        *self.requests.lock().unwrap_or_else(|e| e.into_inner()) = Some(r);
+    }
+
+    fn sender(&self) -> PyResult<ResponseSender> {
+        match &*self.state() {
+            State::Stream(Some(s)) => Ok(s.clone()),
+            _ => Err(PyRuntimeError::new_err("this call is not a started streaming call")),
+        }
+    }
+
+    fn complete_unary(&self, result: Result<Bytes, Status>) -> PyResult<()> {
+        let reply = match &mut *self.state() {
+            State::Unary(r) => r.take(),
+            _ => None,
+        };
+        let reply = reply.ok_or_else(|| PyRuntimeError::new_err("this call is not a started unary call, or was answered already"))?;
+        REPLIES.with(|r| r.borrow_mut().push(reply, result));
+        Ok(())
+    }
+
+}
+
+fn end_result(code: i32, details: String, app_error: Option<(String, i32)>) -> Result<(), Status> {
+    if code == 0 {
+        Ok(())
+    } else {
+        Err(status_from_parts(code, details, app_error))
+    }
+}
+
+#[pymethods]
+impl Call {
+    /// Starts the call: returns the request message for unary and
+    /// server-streaming calls, None for client-streaming and bidi (use `recv`).
+    fn start<'py>(&self, py: Python<'py>) -> PyResult<Option<Bound<'py, PyBytes>>> {
+        let mut st = self.state();
+        let State::Queued(_) = &*st else { return Err(PyRuntimeError::new_err("call already started")) };
+        let State::Queued(hc) = std::mem::replace(&mut *st, State::Done) else { unreachable!("checked above") };
+        let (_ctx, _method, request, reply) = hc.into_parts();
+        *st = match reply {
+            HostReply::Unary(r) => State::Unary(Some(r)),
+            HostReply::Stream(s) => State::Stream(Some(s)),
+        };
+        drop(st);
+        match request {
+            HostRequest::Message(m) => Ok(Some(PyBytes::new(py, &m))),
+            HostRequest::Stream(s) => {
+                self.put_requests(s);
+                Ok(None)
+            }
+        }
+    }
+
+    /// The next request message of a streaming call, None at its end. Waits
+    /// without the GIL; raises RpcError if the client cancelled.
+    fn recv<'py>(&self, py: Python<'py>) -> PyResult<Option<Bound<'py, PyBytes>>> {
+        let mut rs = self.take_requests()?;
+        let r = py.detach(|| rs.blocking_message());
+        self.put_requests(rs);
+        match r {
+            Ok(Some(m)) => Ok(Some(PyBytes::new(py, &m))),
+            Ok(None) => Ok(None),
+            Err(s) => Err(status_to_pyerr(py, s)),
+        }
+    }
+
+    /// Completes a unary call with a reply message (sent with this thread's batch).
+    fn reply(&self, data: &[u8]) -> PyResult<()> {
+        self.complete_unary(Ok(Bytes::copy_from_slice(data)))
+    }
+
+    /// Completes a unary call with an error status.
+    #[pyo3(signature = (code, details, app_error=None))]
+    fn reply_error(&self, code: i32, details: String, app_error: Option<(String, i32)>) -> PyResult<()> {
+        if code == 0 {
+            return Err(value_error("reply_error needs a non-OK code"));
+        }
+        self.complete_unary(Err(status_from_parts(code, details, app_error)))
+    }
+
+    /// Sends one message of a streaming reply; waits without the GIL while the
+    /// client is behind. Raises RpcError(CANCELLED) once the call is over.
+    fn send(&self, py: Python<'_>, data: &[u8]) -> PyResult<()> {
+        let s = self.sender()?;
+        let msg = Bytes::copy_from_slice(data);
+        py.detach(|| s.blocking_send(msg)).map_err(|e| status_to_pyerr(py, e))
+    }
+
+    /// Sends without waiting: True if queued, False if the client is behind.
+    fn try_send(&self, py: Python<'_>, data: &[u8]) -> PyResult<bool> {
+        let s = self.sender()?;
+        match s.try_send(Bytes::copy_from_slice(data)) {
+            Ok(None) => Ok(true),
+            Ok(Some(_)) => Ok(false),
+            Err(e) => Err(status_to_pyerr(py, e)),
+        }
+    }
+
+    /// Ends a streaming reply with a status (code 0: OK).
+    #[pyo3(signature = (code=0, details=String::new(), app_error=None))]
+    fn finish(&self, py: Python<'_>, code: i32, details: String, app_error: Option<(String, i32)>) -> PyResult<()> {
+        let s = match &mut *self.state() {
+            State::Stream(s) => s.take(),
+            _ => None,
+        };
+        let s = s.ok_or_else(|| PyRuntimeError::new_err("this call is not a started streaming call, or was finished already"))?;
+        let r = end_result(code, details, app_error);
+        py.detach(|| s.blocking_finish(r));
+        Ok(())
+    }
+
+    /// `recv` as an asyncio future of `event_loop`.
+    fn recv_async<'py>(slf: &Bound<'py, Self>, event_loop: &Bound<'py, PyAny>) -> PyResult<Bound<'py, PyAny>> {
+        let py = slf.py();
+        let mut rs = slf.get().take_requests()?;
+        let call: Py<Call> = slf.clone().unbind();
+        let fut = async move {
+            let r = rs.message().await;
+            call.get().put_requests(rs);
+            r
+        };
+        spawn_future(py, event_loop, fut, |py, m| {
+            Ok(match m {
+                Some(m) => PyBytes::new(py, &m).into_any(),
+                None => py.None().into_bound(py),
+            })
+        })
+    }
+
+    /// `send` as an asyncio future (use `try_send` first: it rarely waits).
+    fn send_async<'py>(&self, py: Python<'py>, event_loop: &Bound<'py, PyAny>, data: &[u8]) -> PyResult<Bound<'py, PyAny>> {
+        let s = self.sender()?;
+        let msg = Bytes::copy_from_slice(data);
+        spawn_future(py, event_loop, async move { s.send(msg).await }, |py, ()| Ok(py.None().into_bound(py)))
+    }
+
+    /// `finish` as an asyncio future.
+    #[pyo3(signature = (event_loop, code=0, details=String::new(), app_error=None))]
+    fn finish_async<'py>(
+        &self,
+        py: Python<'py>,
+        event_loop: &Bound<'py, PyAny>,
+        code: i32,
+        details: String,
+        app_error: Option<(String, i32)>,
+    ) -> PyResult<Bound<'py, PyAny>> {
+        let s = match &mut *self.state() {
+            State::Stream(s) => s.take(),
+            _ => None,
+        };
+        let s = s.ok_or_else(|| PyRuntimeError::new_err("this call is not a started streaming call, or was finished already"))?;
+        let r = end_result(code, details, app_error);
+        spawn_future(py, event_loop, async move { Ok(s.finish(r).await) }, |py, ()| Ok(py.None().into_bound(py)))
+    }
+
+    /// True once the call is over for the client (cancelled, deadline passed).
+    #[getter]
+    fn cancelled(&self) -> bool {
+        self.ctx.get().inner.is_cancelled()
+    }
+}
