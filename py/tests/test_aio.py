@@ -1,0 +1,154 @@
+"""The asyncio server and client over real loopback sockets."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from typing import Any, AsyncIterator, Awaitable, Callable, Tuple
+
+import pytest
+
+import courier
+import courier.aio
+from courier import StatusCode
+from testservice import AsyncTest, handlers, make_service, start_sync_server
+
+
+async def start_aio(pb: Any, **kw: Any) -> Tuple[courier.aio.Server, int, AsyncTest]:
+    impl = AsyncTest(pb)
+    server = courier.aio.Server(workers=1, **kw)
+    server.add_handlers(make_service(pb), handlers(impl))
+    port = server.listen("127.0.0.1:0")
+    await server.start()
+    return server, port, impl
+
+
+def run(pb: Any, body: Callable[[courier.aio.Channel, Any, AsyncTest, courier.aio.Server], Awaitable[None]]) -> None:
+    async def main() -> None:
+        server, port, impl = await start_aio(pb)
+        try:
+            async with courier.aio.Channel(f"127.0.0.1:{port}") as ch:
+                await body(ch, make_service(pb), impl, server)
+        finally:
+            await server.stop(1.0)
+
+    asyncio.run(main())
+
+
+def test_all_four_kinds(pb: Any) -> None:
+    async def body(ch: courier.aio.Channel, svc: Any, impl: AsyncTest, server: Any) -> None:
+        ctx = courier.Context.background()
+        r = await ch.unary(ctx, svc.method("UnaryUnary"), pb.TestRequest(s="hi"))
+        assert r.s == "hi"
+        got = [x.index async for x in ch.server_streaming(ctx, svc.method("UnaryStream"), pb.TestRequest(count=3))]
+        assert got == [0, 1, 2]
+
+        async def reqs() -> AsyncIterator[Any]:
+            for c in "abc":
+                yield pb.TestRequest(s=c)
+
+        r = await ch.client_streaming(ctx, svc.method("StreamUnary"), reqs())
+        assert r.s == "abc"
+        got2 = [x.s async for x in ch.bidi_streaming(ctx, svc.method("StreamStream"), [pb.TestRequest(s=c) for c in "xyz"])]
+        assert got2 == ["x", "y", "z"]
+        # A handler that suspends (sleeps) runs as a task; others go on meanwhile.
+        t0 = time.monotonic()
+        slow = asyncio.ensure_future(ch.unary(ctx, svc.method("UnaryUnary"), pb.TestRequest(s="slow", sleep_ms=300)))
+        fast = await asyncio.gather(*(ch.unary(ctx, svc.method("UnaryUnary"), pb.TestRequest(s=str(i))) for i in range(50)))
+        assert [f.s for f in fast] == [str(i) for i in range(50)]
+        assert time.monotonic() - t0 < 0.3
+        assert (await slow).s == "slow"
+
+    run(pb, body)
+
+
+def test_errors_deadlines_and_metadata(pb: Any) -> None:
+    async def body(ch: courier.aio.Channel, svc: Any, impl: AsyncTest, server: Any) -> None:
+        ctx = courier.Context.background()
+        m = svc.method("UnaryUnary")
+        with pytest.raises(courier.RpcError) as e:
+            await ch.unary(ctx, m, pb.TestRequest(fail_code=5, fail_message="nope %"))
+        assert (e.value.code, e.value.details) == (StatusCode.NOT_FOUND, "nope %")
+        with pytest.raises(courier.RpcError) as e:
+            await ch.unary(ctx, m, pb.TestRequest(app_error=1))
+        assert (e.value.code, e.value.app_error) == (StatusCode.FAILED_PRECONDITION, 1)
+        with pytest.raises(courier.RpcError) as e:
+            await ch.unary(ctx, m, pb.TestRequest(s="raise"))
+        assert e.value.code == StatusCode.INTERNAL
+        assert server.stats.exceptions == 1
+        with pytest.raises(courier.RpcError) as e:
+            await ch.unary(ctx.with_timeout(0.1), m, pb.TestRequest(s="slow", sleep_ms=2000))
+        assert e.value.code == StatusCode.DEADLINE_EXCEEDED
+        for _ in range(100):
+            if "slow" in impl.seen_cancelled:
+                break
+            await asyncio.sleep(0.01)
+        assert "slow" in impl.seen_cancelled
+        r, headers, trailers = await ch.unary_with_metadata(ctx, m, pb.TestRequest(echo_header="x-k"), metadata=[("x-k", "v")])
+        assert r.metadata_value == "v" and ("x-echo-header", "v") in headers and ("x-echo-trailer", "v") in trailers
+        # Streaming errors.
+        it = ch.bidi_streaming(ctx, svc.method("StreamStream"), [pb.TestRequest(s="a"), pb.TestRequest(fail_code=10)])
+        assert (await it.__anext__()).s == "a"
+        with pytest.raises(courier.RpcError) as e:
+            await it.__anext__()
+        assert e.value.code == StatusCode.ABORTED
+
+    run(pb, body)
+
+
+def test_cancelling_an_awaited_call_cancels_the_server_handler(pb: Any) -> None:
+    async def body(ch: courier.aio.Channel, svc: Any, impl: AsyncTest, server: Any) -> None:
+        task = asyncio.ensure_future(ch.unary(courier.Context.background(), svc.method("UnaryUnary"), pb.TestRequest(s="c", sleep_ms=3000)))
+        await asyncio.sleep(0.2)
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+        for _ in range(200):
+            if "c" in impl.seen_cancelled:
+                break
+            await asyncio.sleep(0.01)
+        assert "c" in impl.seen_cancelled
+
+    run(pb, body)
+
+
+def test_two_hops_sync_to_async(pb: Any) -> None:
+    """An asyncio server calling a sync Courier server with its ctx."""
+
+    async def main() -> None:
+        server_b, port_b, _ = start_sync_server(pb)
+        server_a, port_a, impl_a = await start_aio(pb)
+        try:
+            svc = make_service(pb)
+            impl_a.downstream = (courier.aio.Channel(f"127.0.0.1:{port_b}"), svc.method("UnaryUnary"))
+            ch = courier.aio.Channel(f"127.0.0.1:{port_a}")
+            ctx = courier.Context.background().with_timeout(2.0)
+            r = await ch.unary(ctx, svc.method("UnaryUnary"), pb.TestRequest(s="hop"))
+            assert 1000 <= r.deadline_ms < 2000 and r.request_id == ctx.request_id
+        finally:
+            await server_a.stop(1.0)
+            server_b.stop(1.0)
+
+    asyncio.run(main())
+
+
+def test_many_concurrent_calls(pb: Any) -> None:
+    async def body(ch: courier.aio.Channel, svc: Any, impl: AsyncTest, server: Any) -> None:
+        m = svc.method("UnaryUnary")
+        rs = await asyncio.gather(*(ch.unary(courier.Context.background(), m, pb.TestRequest(s=str(i))) for i in range(2000)))
+        assert [r.s for r in rs] == [str(i) for i in range(2000)]
+
+    run(pb, body)
+
+
+def test_stop_drains(pb: Any) -> None:
+    async def main() -> None:
+        server, port, _ = await start_aio(pb)
+        ch = courier.aio.Channel(f"127.0.0.1:{port}")
+        m = make_service(pb).method("UnaryUnary")
+        calls = [asyncio.ensure_future(ch.unary(courier.Context.background(), m, pb.TestRequest(s="d", sleep_ms=200))) for _ in range(5)]
+        await asyncio.sleep(0.05)
+        await server.stop(5.0)
+        assert [(await c).s for c in calls] == ["d"] * 5
+
+    asyncio.run(main())

@@ -1,0 +1,157 @@
+"""courier.test.Test implemented in Python on Courier, sync and asyncio, with
+the semantics documented in tests/protos/courier/test/test.proto."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+import time
+from typing import Any, AsyncIterator, Iterator, Tuple
+
+import courier
+import courier.aio
+from courier import AppErrorEnum, Method, MethodKind, Service, StatusCode
+
+TEST_ERROR = AppErrorEnum("courier.test.TestError", {1: StatusCode.FAILED_PRECONDITION, 2: StatusCode.NOT_FOUND})
+
+
+def make_service(pb: Any, name: str = "courier.test.Test", deadline: Any = 10.0) -> Service:
+    def m(method: str, kind: MethodKind) -> Method[Any, Any]:
+        return Method(name, method, kind, pb.TestRequest, pb.TestResponse, deadline, TEST_ERROR)
+
+    return Service(
+        name,
+        (
+            m("UnaryUnary", MethodKind.UNARY),
+            m("UnaryStream", MethodKind.SERVER_STREAMING),
+            m("StreamUnary", MethodKind.CLIENT_STREAMING),
+            m("StreamStream", MethodKind.BIDI_STREAMING),
+        ),
+    )
+
+
+class Impl:
+    """Shared behaviour; records what handlers saw for the tests to check."""
+
+    def __init__(self, pb: Any) -> None:
+        self.pb = pb
+        self.lock = threading.Lock()
+        self.started = 0
+        self.seen_cancelled: list[str] = []
+        self.downstream: Any = None  # (channel, method) for two-hop tests
+
+    def begin(self, ctx: courier.Context, req: Any) -> None:
+        with self.lock:
+            self.started += 1
+        if req.fail_code:
+            ctx.abort(req.fail_code, req.fail_message)
+        if req.app_error:
+            raise courier.AppError(req.app_error, "app error as asked")
+
+    def respond(self, ctx: courier.Context, req: Any, index: int = 0) -> Any:
+        resp = self.pb.TestResponse(s=req.s, payload=req.payload, index=index, request_id=ctx.request_id)
+        if req.echo_header:
+            for k, v in ctx.metadata:
+                if k == req.echo_header:
+                    resp.metadata_value = v if isinstance(v, str) else v.decode()
+            ctx.add_reply_header("x-echo-header", resp.metadata_value)
+            ctx.add_reply_trailer("x-echo-trailer", resp.metadata_value)
+        if req.report_deadline:
+            left = ctx.time_remaining()
+            resp.deadline_ms = -1 if left is None else int(left * 1000)
+        return resp
+
+
+class SyncTest(Impl):
+    def UnaryUnary(self, ctx: courier.Context, req: Any) -> Any:
+        self.begin(ctx, req)
+        if req.sleep_ms:
+            end = time.monotonic() + req.sleep_ms / 1000
+            while time.monotonic() < end:
+                if ctx.cancelled:
+                    with self.lock:
+                        self.seen_cancelled.append(req.s)
+                    break
+                time.sleep(0.005)
+        if req.s == "raise":
+            raise ValueError("handler bug")
+        if req.s == "hop" and self.downstream is not None:
+            ch, method = self.downstream
+            down = ch.unary(ctx, method, self.pb.TestRequest(s="down", report_deadline=True))
+            return self.pb.TestResponse(s="hop", deadline_ms=down.deadline_ms, request_id=down.request_id)
+        return self.respond(ctx, req)
+
+    def UnaryStream(self, ctx: courier.Context, req: Any) -> Iterator[Any]:
+        self.begin(ctx, req)
+        for i in range(req.count):
+            if req.sleep_ms:
+                time.sleep(req.sleep_ms / 1000)
+            yield self.respond(ctx, req, i)
+
+    def StreamUnary(self, ctx: courier.Context, reqs: Iterator[Any]) -> Any:
+        s, payload = [], []
+        for r in reqs:
+            self.begin(ctx, r)
+            s.append(r.s)
+            payload.append(r.payload)
+        return self.pb.TestResponse(s="".join(s), payload=b"".join(payload))
+
+    def StreamStream(self, ctx: courier.Context, reqs: Iterator[Any]) -> Iterator[Any]:
+        for i, r in enumerate(reqs):
+            self.begin(ctx, r)
+            yield self.respond(ctx, r, i)
+
+
+class AsyncTest(Impl):
+    async def UnaryUnary(self, ctx: courier.Context, req: Any) -> Any:
+        self.begin(ctx, req)
+        if req.sleep_ms:
+            end = time.monotonic() + req.sleep_ms / 1000
+            while time.monotonic() < end:
+                if ctx.cancelled:
+                    with self.lock:
+                        self.seen_cancelled.append(req.s)
+                    break
+                await asyncio.sleep(0.005)
+        if req.s == "raise":
+            raise ValueError("handler bug")
+        if req.s == "hop" and self.downstream is not None:
+            ch, method = self.downstream
+            down = await ch.unary(ctx, method, self.pb.TestRequest(s="down", report_deadline=True))
+            return self.pb.TestResponse(s="hop", deadline_ms=down.deadline_ms, request_id=down.request_id)
+        return self.respond(ctx, req)
+
+    async def UnaryStream(self, ctx: courier.Context, req: Any) -> AsyncIterator[Any]:
+        self.begin(ctx, req)
+        for i in range(req.count):
+            if req.sleep_ms:
+                await asyncio.sleep(req.sleep_ms / 1000)
+            yield self.respond(ctx, req, i)
+
+    async def StreamUnary(self, ctx: courier.Context, reqs: AsyncIterator[Any]) -> Any:
+        s, payload = [], []
+        async for r in reqs:
+            self.begin(ctx, r)
+            s.append(r.s)
+            payload.append(r.payload)
+        return self.pb.TestResponse(s="".join(s), payload=b"".join(payload))
+
+    async def StreamStream(self, ctx: courier.Context, reqs: AsyncIterator[Any]) -> AsyncIterator[Any]:
+        i = 0
+        async for r in reqs:
+            self.begin(ctx, r)
+            yield self.respond(ctx, r, i)
+            i += 1
+
+
+def handlers(impl: Any) -> dict[str, Any]:
+    return {n: getattr(impl, n) for n in ("UnaryUnary", "UnaryStream", "StreamUnary", "StreamStream")}
+
+
+def start_sync_server(pb: Any, **kw: Any) -> Tuple[courier.Server, int, SyncTest]:
+    impl = SyncTest(pb)
+    server = courier.Server(workers=kw.pop("workers", 1), **kw)
+    server.add_handlers(make_service(pb), handlers(impl))
+    port = server.listen("127.0.0.1:0")
+    server.start()
+    return server, port, impl
