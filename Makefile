@@ -7,20 +7,28 @@ VENV ?= $(CACHE)/venv
 PY := $(VENV)/bin/python
 PYTEST_WORKERS ?= 2
 
-.PHONY: demo test test-rust test-py venv bench bench-core clean-cache
+.PHONY: demo test test-rust test-py typecheck py-dev venv bench bench-core clean-cache
 
 demo: venv
 	cargo build -q -p courier-testpeer
 	$(PY) tests/demo.py
 
-test: test-rust test-py
+test: test-rust test-py typecheck
 
 test-rust:
 	cargo test --workspace --locked
 
-test-py: venv
+test-py: py-dev
 	cargo build -q -p courier-testpeer
-	$(PY) -m pytest -q -n $(PYTEST_WORKERS) tests/interop
+	$(PY) -m pytest -q -n $(PYTEST_WORKERS) py/tests tests/interop
+
+typecheck: py-dev
+	$(VENV)/bin/mypy --strict py/python/courier
+	cd py/tests && $(VENV)/bin/mypy --strict --config-file ../../pyproject.toml .
+
+# The Python package, built from this tree into the venv (debug build, editable).
+py-dev: venv
+	VIRTUAL_ENV=$(VENV) $(VENV)/bin/maturin develop -q
 
 venv: $(VENV)/.stamp
 

@@ -83,7 +83,7 @@ def sync_runner(method: Method[Any, Any], fn: Callable[..., Any], stats: Handler
 
         def run(call: _core.Call) -> None:
             try:
-                call.reply(encode(fn(call.ctx, decode(call.start()))))
+                call.reply(encode(fn(call.ctx, decode(call.start() or b""))))
             except Exception as e:
                 call.reply_error(*status_of(method, e, stats))
 
@@ -102,7 +102,7 @@ def sync_runner(method: Method[Any, Any], fn: Callable[..., Any], stats: Handler
         def run(call: _core.Call) -> None:
             first = call.start()
             try:
-                replies = fn(call.ctx, decode(first) if server_only else requests(call))
+                replies = fn(call.ctx, decode(first or b"") if server_only else requests(call))
                 for r in replies:
                     call.send(encode(r))
             except RpcError as e:

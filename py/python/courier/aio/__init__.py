@@ -113,7 +113,7 @@ def _runner(
 
         def run(call: _core.Call) -> None:
             try:
-                request = decode(call.start())
+                request = decode(call.start() or b"")
             except Exception as e:
                 call.reply_error(*status_of(method, e, stats))
                 return
@@ -130,7 +130,7 @@ def _runner(
 
         async def stream(call: _core.Call, first: Optional[bytes]) -> None:
             try:
-                replies = fn(call.ctx, decode(first) if server_only else requests(call))
+                replies = fn(call.ctx, decode(first or b"") if server_only else requests(call))
                 if inspect.iscoroutine(replies):
                     replies = await replies
                 async for r in _aiter(replies):
@@ -154,11 +154,11 @@ def _runner(
 
 
 async def _aiter(items: Union[AsyncIterable[Any], Iterable[Any]]) -> AsyncIterator[Any]:
-    if hasattr(items, "__aiter__"):
-        async for x in items:  # type: ignore[union-attr]
+    if isinstance(items, AsyncIterable):
+        async for x in items:
             yield x
     else:
-        for x in items:  # type: ignore[union-attr]
+        for x in items:
             yield x
 
 

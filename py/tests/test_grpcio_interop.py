@@ -1,0 +1,163 @@
+"""Interop with stock grpcio, both ways, sync and asyncio."""
+
+from __future__ import annotations
+
+import asyncio
+from concurrent import futures
+from typing import Any, Iterator
+
+import grpc
+import grpc.aio
+import pytest
+
+import courier
+import courier.aio
+from courier import StatusCode
+from testservice import AsyncTest, handlers, make_service, start_sync_server
+
+
+def grpcio_calls(pb: Any, pb_grpc: Any, port: int) -> None:
+    """Every kind, status, deadline and metadata from a stock grpcio client."""
+    with grpc.insecure_channel(f"127.0.0.1:{port}") as ch:
+        stub = pb_grpc.TestStub(ch)
+        assert stub.UnaryUnary(pb.TestRequest(s="a"), timeout=5).s == "a"
+        assert [r.index for r in stub.UnaryStream(pb.TestRequest(count=3), timeout=5)] == [0, 1, 2]
+        assert stub.StreamUnary(iter([pb.TestRequest(s="x"), pb.TestRequest(s="y")]), timeout=5).s == "xy"
+        assert [r.s for r in stub.StreamStream(iter([pb.TestRequest(s="p"), pb.TestRequest(s="q")]), timeout=5)] == ["p", "q"]
+        with pytest.raises(grpc.RpcError) as e:
+            stub.UnaryUnary(pb.TestRequest(fail_code=7, fail_message="denied: 100%"), timeout=5)
+        assert e.value.code() == grpc.StatusCode.PERMISSION_DENIED and e.value.details() == "denied: 100%"
+        with pytest.raises(grpc.RpcError) as e:
+            stub.UnaryUnary(pb.TestRequest(app_error=2), timeout=5)
+        assert e.value.code() == grpc.StatusCode.NOT_FOUND
+        err: Any = e.value  # a grpc.Call as well as an RpcError
+        trailing = list(err.trailing_metadata())
+        assert ("courier-app-error", "courier.test.TestError:2") in trailing
+        with pytest.raises(grpc.RpcError) as e:
+            stub.UnaryUnary(pb.TestRequest(sleep_ms=2000), timeout=0.2)
+        assert e.value.code() == grpc.StatusCode.DEADLINE_EXCEEDED
+        r = stub.UnaryUnary(pb.TestRequest(report_deadline=True), timeout=3)
+        # grpc-core rounds the timeout it sends up to a coarser unit.
+        assert 2000 <= r.deadline_ms <= 3100
+        r, call = stub.UnaryUnary.with_call(pb.TestRequest(echo_header="x-m"), metadata=[("x-m", "v")], timeout=5)
+        assert r.metadata_value == "v"
+        assert ("x-echo-header", "v") in call.initial_metadata()
+        assert ("x-echo-trailer", "v") in call.trailing_metadata()
+
+
+def test_grpcio_client_to_courier_sync_server(pb: Any, pb_grpc: Any) -> None:
+    server, port, _ = start_sync_server(pb)
+    try:
+        grpcio_calls(pb, pb_grpc, port)
+    finally:
+        server.stop(1.0)
+
+
+def test_grpcio_client_to_courier_aio_server(pb: Any, pb_grpc: Any) -> None:
+    async def main() -> None:
+        server = courier.aio.Server(workers=1)
+        server.add_handlers(make_service(pb), handlers(AsyncTest(pb)))
+        port = server.listen("127.0.0.1:0")
+        await server.start()
+        try:
+            # The blocking grpcio client runs on a thread; the loop serves.
+            await asyncio.get_running_loop().run_in_executor(None, grpcio_calls, pb, pb_grpc, port)
+            async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as ch:
+                stub = pb_grpc.TestStub(ch)
+                assert (await stub.UnaryUnary(pb.TestRequest(s="aio"), timeout=5)).s == "aio"
+        finally:
+            await server.stop(1.0)
+
+    asyncio.run(main())
+
+
+class GrpcioTest:
+    """courier.test.Test on a stock grpcio server."""
+
+    def __init__(self, pb: Any) -> None:
+        self.pb = pb
+
+    def _check(self, req: Any, context: Any) -> None:
+        if req.fail_code:
+            context.abort(grpc.StatusCode(next(c for c in grpc.StatusCode if c.value[0] == req.fail_code)), req.fail_message)
+        if req.app_error:
+            context.set_trailing_metadata([("courier-app-error", f"courier.test.TestError:{req.app_error}")])
+            context.abort(grpc.StatusCode.NOT_FOUND, "app error as asked")
+
+    def _resp(self, req: Any, context: Any, index: int = 0) -> Any:
+        resp = self.pb.TestResponse(s=req.s, payload=req.payload, index=index)
+        md = dict(context.invocation_metadata())
+        resp.request_id = md.get("x-request-id", "")
+        if req.echo_header:
+            resp.metadata_value = md.get(req.echo_header, "")
+            context.set_trailing_metadata([("x-echo-trailer", resp.metadata_value)])
+        if req.report_deadline:
+            left = context.time_remaining()
+            resp.deadline_ms = -1 if left is None else int(left * 1000)
+        return resp
+
+    def UnaryUnary(self, req: Any, context: Any) -> Any:
+        self._check(req, context)
+        return self._resp(req, context)
+
+    def UnaryStream(self, req: Any, context: Any) -> Iterator[Any]:
+        self._check(req, context)
+        for i in range(req.count):
+            yield self._resp(req, context, i)
+
+    def StreamUnary(self, reqs: Any, context: Any) -> Any:
+        rs = list(reqs)
+        return self.pb.TestResponse(s="".join(r.s for r in rs))
+
+    def StreamStream(self, reqs: Any, context: Any) -> Iterator[Any]:
+        for i, r in enumerate(reqs):
+            self._check(r, context)
+            yield self._resp(r, context, i)
+
+
+@pytest.fixture
+def grpcio_server(pb: Any, pb_grpc: Any) -> Iterator[int]:
+    server = grpc.server(futures.ThreadPoolExecutor(8))
+    pb_grpc.add_TestServicer_to_server(GrpcioTest(pb), server)
+    port = server.add_insecure_port("127.0.0.1:0")
+    server.start()
+    try:
+        yield port
+    finally:
+        server.stop(0)
+
+
+def test_courier_sync_client_to_grpcio_server(pb: Any, grpcio_server: int) -> None:
+    ch = courier.Channel(f"127.0.0.1:{grpcio_server}")
+    svc = make_service(pb)
+    ctx = courier.Context.background()
+    assert ch.unary(ctx, svc.method("UnaryUnary"), pb.TestRequest(s="a")).s == "a"
+    assert [r.index for r in ch.server_streaming(ctx, svc.method("UnaryStream"), pb.TestRequest(count=3))] == [0, 1, 2]
+    assert ch.client_streaming(ctx, svc.method("StreamUnary"), [pb.TestRequest(s="x"), pb.TestRequest(s="y")]).s == "xy"
+    assert [r.s for r in ch.bidi_streaming(ctx, svc.method("StreamStream"), [pb.TestRequest(s="p")])] == ["p"]
+    with pytest.raises(courier.RpcError) as e:
+        ch.unary(ctx, svc.method("UnaryUnary"), pb.TestRequest(fail_code=9, fail_message="précondition"))
+    assert (e.value.code, e.value.details) == (StatusCode.FAILED_PRECONDITION, "précondition")
+    with pytest.raises(courier.RpcError) as e:
+        ch.unary(ctx, svc.method("UnaryUnary"), pb.TestRequest(app_error=2))
+    assert (e.value.code, e.value.app_error, e.value.app_error_enum) == (StatusCode.NOT_FOUND, 2, "courier.test.TestError")
+    r = ch.unary(ctx.with_timeout(3), svc.method("UnaryUnary"), pb.TestRequest(report_deadline=True))
+    assert 2000 <= r.deadline_ms <= 3000
+    r, _, trailers = ch.unary_with_metadata(ctx, svc.method("UnaryUnary"), pb.TestRequest(echo_header="x-m"), metadata=[("x-m", "v")])
+    assert r.metadata_value == "v" and ("x-echo-trailer", "v") in trailers
+    assert r.request_id == ctx.request_id
+
+
+def test_courier_aio_client_to_grpcio_server(pb: Any, grpcio_server: int) -> None:
+    async def main() -> None:
+        ch = courier.aio.Channel(f"127.0.0.1:{grpcio_server}")
+        svc = make_service(pb)
+        ctx = courier.Context.background()
+        assert (await ch.unary(ctx, svc.method("UnaryUnary"), pb.TestRequest(s="a"))).s == "a"
+        assert [r.index async for r in ch.server_streaming(ctx, svc.method("UnaryStream"), pb.TestRequest(count=2))] == [0, 1]
+        assert (await ch.client_streaming(ctx, svc.method("StreamUnary"), [pb.TestRequest(s="x")])).s == "x"
+        with pytest.raises(courier.RpcError) as e:
+            await ch.unary(ctx, svc.method("UnaryUnary"), pb.TestRequest(fail_code=3, fail_message="bad"))
+        assert e.value.code == StatusCode.INVALID_ARGUMENT
+
+    asyncio.run(main())
