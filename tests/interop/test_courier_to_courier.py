@@ -47,3 +47,10 @@ def test_shutdown_lets_a_call_in_flight_finish(pb, spawn_server):
         s.proc.send_signal(signal.SIGTERM)
         assert fut.result().s == "late"
         assert s.proc.wait(5) == 0
+
+
+def test_sigterm_right_after_the_port_line_is_a_clean_exit(spawn_server):
+    """Signal handlers are installed before `PORT <n>` is printed."""
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        s = spawn_server()
+        assert s.stop(sig) == 0

@@ -39,6 +39,13 @@ fn main() {
         .with_writer(std::io::stderr)
         .init();
 
+    // Signal handlers go in before the PORT line: a harness may signal right after it.
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap_or_else(|e| die(&e.to_string()));
+    let stop = {
+        let _g = rt.enter();
+        stop_signal(watch_stdin)
+    };
+
     let server = Server::new(config);
     courier_testpeer::register(&server).unwrap_or_else(|e| die(&format!("cannot register: {e}")));
     let addr = server.listen(&listen).unwrap_or_else(|e| die(&e.to_string()));
@@ -49,14 +56,14 @@ fn main() {
         let _ = out.flush();
     }
 
-    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap_or_else(|e| die(&e.to_string()));
-    let why = rt.block_on(wait_for_stop(watch_stdin));
+    let why = rt.block_on(stop);
     rt.shutdown_background();
     eprintln!("courier-test-server: {why}, shutting down");
     server.shutdown(Duration::from_secs(1));
 }
 
-async fn wait_for_stop(watch_stdin: bool) -> &'static str {
+/// Registers the stop conditions now; the future resolves when one happens.
+fn stop_signal(watch_stdin: bool) -> impl std::future::Future<Output = &'static str> {
     use tokio::signal::unix::{signal, SignalKind};
     let mut term = signal(SignalKind::terminate()).unwrap_or_else(|e| die(&format!("cannot watch SIGTERM: {e}")));
     let mut int = signal(SignalKind::interrupt()).unwrap_or_else(|e| die(&format!("cannot watch SIGINT: {e}")));
@@ -74,13 +81,12 @@ async fn wait_for_stop(watch_stdin: bool) -> &'static str {
     } else {
         std::mem::forget(tx);
     }
-    let stdin_closed = async {
-        let _ = rx.await;
-    };
-    tokio::select! {
-        _ = term.recv() => "SIGTERM",
-        _ = int.recv() => "SIGINT",
-        _ = stdin_closed => "stdin closed",
+    async move {
+        tokio::select! {
+            _ = term.recv() => "SIGTERM",
+            _ = int.recv() => "SIGINT",
+            _ = rx => "stdin closed",
+        }
     }
 }
 
