@@ -9,7 +9,7 @@ PYTEST_WORKERS ?= 2
 
 .PHONY: demo test test-rust test-py typecheck py-dev venv bench bench-core clean-cache
 
-demo: venv
+demo: py-dev
 	cargo build -q -p courier-testpeer
 	$(PY) tests/demo.py
 

@@ -1,9 +1,12 @@
 #!/usr/bin/env python3
-"""`make demo`: a Courier server, a Courier client and a stock grpcio client.
+"""`make demo`: a Courier service written in Python, called from three clients.
 
-Starts `courier-test-server` (Rust), runs `courier-test-client --case demo`
-against it, makes one call with stock grpcio, prints a transcript, stops the
-server, and exits 0 only if everything worked.
+Starts a Courier server with synchronous Python handlers for
+`courier.test.Test` (tests/protos/courier/test/test.proto), then calls it with
+the Courier Python client (every call kind, a deadline, an app error), the
+Courier Rust client (`courier-test-client --case demo`) and a stock grpcio
+client, prints a transcript, stops the server gracefully, and exits 0 only if
+everything worked.
 """
 
 from __future__ import annotations
@@ -13,72 +16,94 @@ import os
 import subprocess
 import sys
 import tempfile
+import time
 from pathlib import Path
+from typing import Any
 
 REPO = Path(__file__).resolve().parents[1]
 TARGET = Path(os.environ.get("CARGO_TARGET_DIR") or Path.home() / ".cache" / "courier" / "target").expanduser()
 BIN = TARGET / "debug"
 
 
-def grpcio_call(target: str) -> str:
-    """One stock-grpcio call, with code generated from test.proto on the fly."""
+def generate(out: str) -> tuple[Any, Any]:
+    """test_pb2 / test_pb2_grpc for the stock protobuf and grpcio runtimes."""
+    subprocess.run(
+        [sys.executable, "-m", "grpc_tools.protoc", f"-I{REPO / 'tests/protos/courier/test'}",
+         f"--python_out={out}", f"--grpc_python_out={out}", "test.proto"],
+        check=True, timeout=60,
+    )
+    sys.path.insert(0, out)
+    return importlib.import_module("test_pb2"), importlib.import_module("test_pb2_grpc")
+
+
+def python_client(pb: Any, target: str) -> None:
+    import courier
+    from testservice import make_service
+
+    svc = make_service(pb)
+    ch = courier.Channel(target)
+    ctx = courier.Context.background().with_timeout(5)
+    r = ch.unary(ctx, svc.method("UnaryUnary"), pb.TestRequest(s="hello", report_deadline=True))
+    print(f"  UnaryUnary    s='hello' -> s={r.s!r}; the server saw {r.deadline_ms} ms of a 5 s deadline, request id {r.request_id}")
+    got = [x.index for x in ch.server_streaming(ctx, svc.method("UnaryStream"), pb.TestRequest(count=3))]
+    print(f"  UnaryStream   count=3 -> indexes {got}")
+    r = ch.client_streaming(ctx, svc.method("StreamUnary"), (pb.TestRequest(s=c) for c in "abc"))
+    print(f"  StreamUnary   'a','b','c' -> {r.s!r}")
+    got2 = [x.s for x in ch.bidi_streaming(ctx, svc.method("StreamStream"), [pb.TestRequest(s=c) for c in "xyz"])]
+    print(f"  StreamStream  'x','y','z' -> {got2}")
+    t0 = time.monotonic()
+    try:
+        ch.unary(courier.Context.background().with_timeout(0.2), svc.method("UnaryUnary"), pb.TestRequest(sleep_ms=5000))
+        raise SystemExit("demo: the 200 ms deadline was not enforced")
+    except courier.RpcError as e:
+        print(f"  deadline      200 ms vs a 5 s handler -> {e.code.name} after {(time.monotonic() - t0) * 1000:.0f} ms")
+    try:
+        ch.unary(ctx, svc.method("UnaryUnary"), pb.TestRequest(app_error=2))
+        raise SystemExit("demo: the app error was not raised")
+    except courier.RpcError as e:
+        print(f"  app error     -> {e.code.name}, {e.app_error_enum} value {e.app_error}")
+
+
+def grpcio_client(pb: Any, pb_grpc: Any, target: str) -> None:
     import grpc
 
-    with tempfile.TemporaryDirectory() as gen:
-        subprocess.run(
-            [sys.executable, "-m", "grpc_tools.protoc", f"-I{REPO / 'tests/protos/courier/test'}",
-             f"--python_out={gen}", f"--grpc_python_out={gen}", "test.proto"],
-            check=True, timeout=60,
-        )
-        sys.path.insert(0, gen)
-        pb, pb_grpc = importlib.import_module("test_pb2"), importlib.import_module("test_pb2_grpc")
     with grpc.insecure_channel(target) as ch:
         stub = pb_grpc.TestStub(ch)
         req = pb.TestRequest(s="hello from grpcio", echo_header="x-demo", report_deadline=True)
         resp, call = stub.UnaryUnary.with_call(req, metadata=(("x-demo", "demo-metadata"),), timeout=2)
         header = dict(call.initial_metadata()).get("x-echo-header")
-        return (f"  UnaryUnary   s={req.s!r}  ->  s={resp.s!r}, deadline seen {resp.deadline_ms} ms, "
-                f"x-echo-header={header!r}, request_id={resp.request_id}")
+        print(f"  UnaryUnary    s={req.s!r} -> s={resp.s!r}, deadline seen {resp.deadline_ms} ms, x-echo-header={header!r}")
 
 
 def main() -> int:
-    for name in ("courier-test-server", "courier-test-client"):
-        if not (BIN / name).is_file():
-            print(f"demo: {BIN / name} is missing; run `cargo build -p courier-testpeer`", file=sys.stderr)
-            return 1
-    server = subprocess.Popen([str(BIN / "courier-test-server"), "--listen", "127.0.0.1:0"],
-                              stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    ok = False
-    try:
-        assert server.stdout is not None
-        line = server.stdout.readline().strip()
-        if not line.startswith("PORT "):
-            print(f"demo: the server said {line!r}, expected 'PORT <n>'", file=sys.stderr)
-            return 1
-        target = f"127.0.0.1:{line.split()[1]}"
-        print(f"== Courier server (Rust) listening on {target}\n")
-        print("== Courier client (Rust): courier-test-client --case demo")
-        r = subprocess.run([str(BIN / "courier-test-client"), "--target", target, "--case", "demo"],
-                           capture_output=True, text=True, timeout=60)
-        print(r.stdout + r.stderr, end="")
-        if r.returncode != 0:
-            print(f"demo: courier-test-client exited {r.returncode}", file=sys.stderr)
-            return 1
-        print("\n== stock grpcio client (Python)")
-        print(grpcio_call(target))
-        ok = True
-    finally:
-        # communicate() closes stdin: the server shuts down gracefully at stdin EOF.
+    client = BIN / "courier-test-client"
+    if not client.is_file():
+        print(f"demo: {client} is missing; run `cargo build -p courier-testpeer`", file=sys.stderr)
+        return 1
+    sys.path.insert(0, str(REPO / "py" / "tests"))
+    with tempfile.TemporaryDirectory() as gen:
+        pb, pb_grpc = generate(gen)
+        from testservice import start_sync_server
+
+        server, port, _ = start_sync_server(pb, max_concurrency=8)
+        target = f"127.0.0.1:{port}"
         try:
-            _, err = server.communicate(timeout=5)
-        except subprocess.TimeoutExpired:
-            server.kill()
-            _, err = server.communicate()
-        rc = server.returncode
-        print(f"\n== server stopped (exit code {rc})")
-        if rc != 0:
-            print(err, end="", file=sys.stderr)
-    return 0 if ok and rc == 0 else 1
+            print(f"== Courier server, Python handlers (courier.Server), on {target}\n")
+            print("== Courier client (Python)")
+            python_client(pb, target)
+            print("\n== Courier client (Rust): courier-test-client --case demo")
+            r = subprocess.run([str(client), "--target", target, "--case", "demo"], capture_output=True, text=True, timeout=60)
+            print(r.stdout + r.stderr, end="")
+            if r.returncode != 0:
+                print(f"demo: courier-test-client exited {r.returncode}", file=sys.stderr)
+                return 1
+            print("\n== stock grpcio client (Python)")
+            grpcio_client(pb, pb_grpc, target)
+        finally:
+            t0 = time.monotonic()
+            server.stop(2.0)
+            print(f"\n== server stopped gracefully in {(time.monotonic() - t0) * 1000:.0f} ms")
+    return 0
 
 
 if __name__ == "__main__":

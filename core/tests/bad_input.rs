@@ -474,6 +474,28 @@ async fn wrong_or_missing_content_type_is_http_415() {
 }
 
 #[tokio::test]
+async fn non_post_requests_are_http_405() {
+    let srv = server(1);
+    let mut c = connect(srv.addr()).await;
+    for method in ["GET", "PUT", "DELETE"] {
+        let req = Request::builder()
+            .method(method)
+            .uri(format!("http://courier.test{}", UNARY[0]))
+            .header("content-type", "application/grpc")
+            .header("te", "trailers")
+            .body(())
+            .unwrap();
+        let mut send = tokio::time::timeout(T, c.send.clone().ready()).await.expect("ready timed out").unwrap();
+        let (resp, _stream) = send.send_request(req, true).unwrap();
+        let r = read(resp).await.unwrap();
+        assert_eq!(r.http, http::StatusCode::METHOD_NOT_ALLOWED, "{method}: {r:?}");
+        assert_eq!(r.headers.get("x-courier-error").map(|v| v.to_str().unwrap()), Some("gRPC requests must be POST"));
+    }
+    assert_eq!(srv.runs(), Vec::<String>::new());
+    still_serving(&srv, Some(&mut c), true).await;
+}
+
+#[tokio::test]
 async fn unknown_method_and_unknown_service_are_unimplemented() {
     let srv = server(1);
     let mut c = connect(srv.addr()).await;

@@ -29,7 +29,7 @@ def grpcio_calls(pb: Any, pb_grpc: Any, port: int) -> None:
         assert e.value.code() == grpc.StatusCode.PERMISSION_DENIED and e.value.details() == "denied: 100%"
         with pytest.raises(grpc.RpcError) as e:
             stub.UnaryUnary(pb.TestRequest(app_error=2), timeout=5)
-        assert e.value.code() == grpc.StatusCode.NOT_FOUND
+        assert e.value.code() == grpc.StatusCode.FAILED_PRECONDITION
         err: Any = e.value  # a grpc.Call as well as an RpcError
         trailing = list(err.trailing_metadata())
         assert ("courier-app-error", "courier.test.TestError:2") in trailing
@@ -82,7 +82,7 @@ class GrpcioTest:
             context.abort(grpc.StatusCode(next(c for c in grpc.StatusCode if c.value[0] == req.fail_code)), req.fail_message)
         if req.app_error:
             context.set_trailing_metadata([("courier-app-error", f"courier.test.TestError:{req.app_error}")])
-            context.abort(grpc.StatusCode.NOT_FOUND, "app error as asked")
+            context.abort(grpc.StatusCode.FAILED_PRECONDITION, "app error as asked")
 
     def _resp(self, req: Any, context: Any, index: int = 0) -> Any:
         resp = self.pb.TestResponse(s=req.s, payload=req.payload, index=index)
@@ -140,7 +140,7 @@ def test_courier_sync_client_to_grpcio_server(pb: Any, grpcio_server: int) -> No
     assert (e.value.code, e.value.details) == (StatusCode.FAILED_PRECONDITION, "précondition")
     with pytest.raises(courier.RpcError) as e:
         ch.unary(ctx, svc.method("UnaryUnary"), pb.TestRequest(app_error=2))
-    assert (e.value.code, e.value.app_error, e.value.app_error_enum) == (StatusCode.NOT_FOUND, 2, "courier.test.TestError")
+    assert (e.value.code, e.value.app_error, e.value.app_error_enum) == (StatusCode.FAILED_PRECONDITION, 2, "courier.test.TestError")
     r = ch.unary(ctx.with_timeout(3), svc.method("UnaryUnary"), pb.TestRequest(report_deadline=True))
     assert 2000 <= r.deadline_ms <= 3000
     r, _, trailers = ch.unary_with_metadata(ctx, svc.method("UnaryUnary"), pb.TestRequest(echo_header="x-m"), metadata=[("x-m", "v")])

@@ -69,7 +69,7 @@ def test_status_codes_messages_and_app_errors(pb: Any, sync_server: Any) -> None
         assert e.value.app_error is None
     with pytest.raises(courier.RpcError) as e:
         ch.unary(ctx, m, pb.TestRequest(app_error=2))
-    assert (e.value.code, e.value.app_error, e.value.app_error_enum) == (StatusCode.NOT_FOUND, 2, "courier.test.TestError")
+    assert (e.value.code, e.value.app_error, e.value.app_error_enum) == (StatusCode.FAILED_PRECONDITION, 2, "courier.test.TestError")
     # An uncaught exception is INTERNAL for that call; the server keeps serving.
     with pytest.raises(courier.RpcError) as e:
         ch.unary(ctx, m, pb.TestRequest(s="raise"))

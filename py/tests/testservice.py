@@ -12,7 +12,8 @@ import courier
 import courier.aio
 from courier import AppErrorEnum, Method, MethodKind, Service, StatusCode
 
-TEST_ERROR = AppErrorEnum("courier.test.TestError", {1: StatusCode.FAILED_PRECONDITION, 2: StatusCode.NOT_FOUND})
+# The Rust peer (tests/peer) sends every TestError value as FAILED_PRECONDITION; so does this one.
+TEST_ERROR = AppErrorEnum("courier.test.TestError", {1: StatusCode.FAILED_PRECONDITION, 2: StatusCode.FAILED_PRECONDITION})
 
 
 def make_service(pb: Any, name: str = "courier.test.Test", deadline: Any = 10.0) -> Service:

@@ -59,6 +59,9 @@ pub(crate) async fn dispatch(
     conn: Arc<ConnInfo>,
     req: Request<Incoming>,
 ) -> Result<Response<ReplyBody>, Infallible> {
+    if req.method() != http::Method::POST {
+        return Ok(http_error(StatusCode::METHOD_NOT_ALLOWED, "gRPC requests must be POST"));
+    }
     let Some(ct) = req.headers().get(CONTENT_TYPE) else {
         return Ok(http_error(StatusCode::UNSUPPORTED_MEDIA_TYPE, "missing content-type"));
     };
