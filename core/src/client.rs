@@ -37,6 +37,8 @@ pub struct ChannelConfig {
     /// PING interval on the connection; `None` disables keepalive.
     pub keepalive_interval: Option<Duration>,
     pub keepalive_timeout: Duration,
+    /// Mutual TLS (`https`, ALPN h2, the server checked by SPIFFE ID); `None`: plaintext.
+    pub tls: Option<crate::tls::ClientTls>,
 }
 
 impl Default for ChannelConfig {
@@ -49,6 +51,7 @@ impl Default for ChannelConfig {
             initial_connection_window_size: Some(2 * 1024 * 1024),
             keepalive_interval: None,
             keepalive_timeout: Duration::from_secs(20),
+            tls: None,
         }
     }
 }
@@ -118,14 +121,16 @@ fn current_or_client_handle() -> tokio::runtime::Handle {
 }
 
 impl Channel {
-    /// A channel to `target` (`host:port`, plaintext). Connects on first use.
+    /// A channel to `target` (`host:port`; TLS when `config.tls` is set).
+    /// Connects on first use; `connect_timeout` bounds TCP and TLS together.
     pub fn new(target: &str, config: &ChannelConfig) -> Result<Channel, ChannelError> {
         let invalid = |why: String| ChannelError::InvalidTarget { target: target.to_string(), why };
         if target.is_empty() || target.contains("://") || target.contains('/') {
             return Err(invalid("expected host:port".into()));
         }
         let handle = current_or_client_handle();
-        let endpoint = tonic::transport::Endpoint::from_shared(format!("http://{target}"))
+        let scheme = if config.tls.is_some() { "https" } else { "http" };
+        let endpoint = tonic::transport::Endpoint::from_shared(format!("{scheme}://{target}"))
             .map_err(|e| invalid(e.to_string()))?
             .executor(Spawner(handle.clone()))
             .tcp_nodelay(true)
@@ -140,7 +145,11 @@ impl Channel {
         };
         let channel = {
             let _g = handle.enter();
-            endpoint.connect_lazy()
+            match &config.tls {
+                // Our own connector: one session cache per channel, SPIFFE checks.
+                Some(tls) => endpoint.connect_with_connector_lazy(crate::tls::TlsConnector::new(tls.clone())),
+                None => endpoint.connect_lazy(),
+            }
         };
         let grpc = tonic::client::Grpc::new(channel)
             .max_decoding_message_size(config.max_recv_message_size)

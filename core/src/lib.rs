@@ -14,6 +14,7 @@ pub mod metadata;
 pub mod method;
 pub mod server;
 pub mod status;
+pub mod tls;
 pub mod wire;
 
 pub use call::{BoxFuture, Handler, RequestStream, ResponseSender};
@@ -24,3 +25,4 @@ pub use host::{HostCall, HostQueue, HostRequest, Reply as HostReply, ReplyBatch,
 pub use method::{DeadlinePolicy, MethodDesc, MethodKind};
 pub use server::{Http2Config, Server, ServerConfig, ServerError};
 pub use status::{AppError, Code, Status};
+pub use tls::{ClientTls, ClientTlsConfig, ServerTls, ServerTlsConfig, TlsError};

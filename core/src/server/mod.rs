@@ -80,6 +80,8 @@ pub struct ServerConfig {
     /// Largest request message accepted (default 4 MiB); larger is `RESOURCE_EXHAUSTED`.
     pub max_recv_message_size: usize,
     pub http2: Http2Config,
+    /// Mutual TLS; `None` serves plaintext HTTP/2.
+    pub tls: Option<crate::tls::ServerTls>,
 }
 
 impl Default for ServerConfig {
@@ -88,6 +90,7 @@ impl Default for ServerConfig {
             workers: std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1),
             max_recv_message_size: DEFAULT_MAX_RECV_MESSAGE_SIZE,
             http2: Http2Config::default(),
+            tls: None,
         }
     }
 }
@@ -436,8 +439,27 @@ async fn accept_loop(
     }
 }
 
-async fn serve_conn(stream: TcpStream, shared: Arc<Shared>, mut phase: watch::Receiver<Phase>) {
+async fn serve_conn(stream: TcpStream, shared: Arc<Shared>, phase: watch::Receiver<Phase>) {
     let _ = stream.set_nodelay(true);
+    let Some(tls) = shared.config.tls.clone() else {
+        return serve_h2(TokioIo::new(stream), None, shared, phase).await;
+    };
+    // The handshake runs in this connection's own task under its own timeout:
+    // a stalled client holds only its socket, and only until then.
+    let mut drain = phase.clone();
+    let accepted = tokio::select! {
+        r = tls.accept(stream) => r,
+        _ = drain.wait_for(|p| *p >= Phase::Draining) => None,
+    };
+    if let Some((stream, peer)) = accepted {
+        serve_h2(TokioIo::new(stream), peer, shared, phase).await;
+    }
+}
+
+async fn serve_h2<I>(io: I, peer: Option<Arc<crate::Identity>>, shared: Arc<Shared>, mut phase: watch::Receiver<Phase>)
+where
+    I: hyper::rt::Read + hyper::rt::Write + Unpin + Send + 'static,
+{
     let h2c = &shared.config.http2;
     let mut b = http2::Builder::new(TokioExecutor::new());
     b.timer(TokioTimer::new())
@@ -449,10 +471,10 @@ async fn serve_conn(stream: TcpStream, shared: Arc<Shared>, mut phase: watch::Re
         .max_concurrent_streams(h2c.max_concurrent_streams)
         .keep_alive_interval(h2c.keepalive_interval)
         .keep_alive_timeout(h2c.keepalive_timeout);
-    let info = Arc::new(ConnInfo { peer: None });
+    let info = Arc::new(ConnInfo { peer });
     let svc_shared = shared.clone();
     let svc = hyper::service::service_fn(move |req| dispatch::dispatch(svc_shared.clone(), info.clone(), req));
-    let conn = b.serve_connection(TokioIo::new(stream), svc);
+    let conn = b.serve_connection(io, svc);
     tokio::pin!(conn);
     let age = async {
         match h2c.max_connection_age {
