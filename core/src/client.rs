@@ -276,7 +276,17 @@ fn from_tonic(s: tonic::Status) -> Status {
         }
         _ => None,
     };
-    mapped.unwrap_or_else(|| s.into())
+    if let Some(m) = mapped {
+        return m;
+    }
+    // A TLS failure surfacing through HTTP/2 (e.g. the server refused our
+    // client certificate after the handshake): say what it was, not just
+    // "transport error", and count it.
+    if let Some((reason, msg)) = std::error::Error::source(&s).and_then(crate::tls::tls_cause) {
+        crate::tls::count_client_error(reason, &msg);
+        return Status::unavailable(format!("TLS: {msg}"));
+    }
+    s.into()
 }
 
 fn downstream(s: Status) -> Status {

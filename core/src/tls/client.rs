@@ -9,10 +9,12 @@ use std::task::{Context, Poll};
 use std::time::Duration;
 
 use arc_swap::ArcSwap;
+use bytes::Bytes;
 use hyper_util::rt::TokioIo;
 use rustls::client::{ClientSessionMemoryCache, ClientSessionStore, Resumption};
 use rustls::pki_types::ServerName;
 use rustls::HandshakeKind;
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
 
 use super::identity::{identity_of_cert, ExpectedIdentity};
@@ -174,7 +176,7 @@ impl TlsConnector {
 }
 
 impl tonic::codegen::Service<http::Uri> for TlsConnector {
-    type Response = TokioIo<tokio_rustls::client::TlsStream<TcpStream>>;
+    type Response = TokioIo<Prefixed<tokio_rustls::client::TlsStream<TcpStream>>>;
     type Error = ConnectError;
     type Future = Pin<Box<dyn Future<Output = Result<Self::Response, ConnectError>> + Send>>;
 
@@ -204,8 +206,72 @@ impl tonic::codegen::Service<http::Uri> for TlsConnector {
             };
             let (_, conn) = stream.get_ref();
             let peer = conn.peer_certificates().and_then(|c| c.first()).and_then(|c| identity_of_cert(c).ok());
-            count_handshake(Side::Client, peer.as_ref(), conn.handshake_kind() == Some(HandshakeKind::Resumed));
+            let resumed = conn.handshake_kind() == Some(HandshakeKind::Resumed);
+            let tls13 = conn.protocol_version() == Some(rustls::ProtocolVersion::TLSv1_3);
+            count_handshake(Side::Client, peer.as_ref(), resumed);
+            let mut stream = Prefixed { inner: stream, prefix: Bytes::new() };
+            if tls13 && !resumed {
+                // In TLS 1.3 the server judges our certificate (or its absence) after we think
+                // the handshake is done: wait for its first bytes (tickets and
+                // its HTTP/2 SETTINGS, sent at once) so that a refusal is
+                // reported as what it is, not as a broken pipe on the first call.
+                // Costs one round trip on a new full connection.
+                let mut buf = vec![0u8; 16 * 1024];
+                match tokio::time::timeout(FIRST_BYTES_WAIT, stream.inner.read(&mut buf)).await {
+                    Ok(Ok(0)) => return Err(fail("TLS handshake with", "the server closed the connection right after the handshake".into())),
+                    Ok(Ok(n)) => {
+                        buf.truncate(n);
+                        stream.prefix = Bytes::from(buf);
+                    }
+                    Ok(Err(e)) => {
+                        let (reason, msg) = classify(&e);
+                        count_error(Side::Client, reason, &msg);
+                        tracing::warn!(target = %target, reason = reason.as_str(), "TLS handshake failed: {msg}");
+                        return Err(fail("TLS handshake with", msg));
+                    }
+                    // A server that waits for our preface: carry on.
+                    Err(_) => {}
+                }
+            }
             Ok(TokioIo::new(stream))
         })
+    }
+}
+
+/// How long a new TLS 1.3 connection waits for the server's first bytes.
+const FIRST_BYTES_WAIT: Duration = Duration::from_secs(2);
+
+/// A stream with bytes already read in front of it.
+pub(crate) struct Prefixed<S> {
+    inner: S,
+    prefix: Bytes,
+}
+
+impl<S: AsyncRead + Unpin> AsyncRead for Prefixed<S> {
+    fn poll_read(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<std::io::Result<()>> {
+        if !self.prefix.is_empty() {
+            let n = self.prefix.len().min(buf.remaining());
+            buf.put_slice(&self.prefix.split_to(n));
+            return Poll::Ready(Ok(()));
+        }
+        Pin::new(&mut self.inner).poll_read(cx, buf)
+    }
+}
+
+impl<S: AsyncWrite + Unpin> AsyncWrite for Prefixed<S> {
+    fn poll_write(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<std::io::Result<usize>> {
+        Pin::new(&mut self.inner).poll_write(cx, buf)
+    }
+    fn poll_write_vectored(mut self: Pin<&mut Self>, cx: &mut Context<'_>, bufs: &[std::io::IoSlice<'_>]) -> Poll<std::io::Result<usize>> {
+        Pin::new(&mut self.inner).poll_write_vectored(cx, bufs)
+    }
+    fn is_write_vectored(&self) -> bool {
+        self.inner.is_write_vectored()
+    }
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.inner).poll_flush(cx)
+    }
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.inner).poll_shutdown(cx)
     }
 }

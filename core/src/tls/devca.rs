@@ -84,7 +84,11 @@ pub fn init_ca(trust_domain: &str, out: &Path, days: u32) -> Result<Written, Tls
     let mut p = CertificateParams::default();
     let mut dn = DistinguishedName::new();
     dn.push(DnType::OrganizationName, "Courier dev CA");
-    dn.push(DnType::CommonName, format!("Courier dev CA for {td}"));
+    // A per-CA tag: two dev CAs of one trust domain must not share a subject,
+    // or a certificate of one would be matched to the other by name and fail
+    // as a bad signature instead of an unknown CA.
+    let tag: String = key.public_key_raw().iter().rev().take(4).map(|b| format!("{b:02x}")).collect();
+    dn.push(DnType::CommonName, format!("Courier dev CA for {td} ({tag})"));
     p.distinguished_name = dn;
     p.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
     p.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign, KeyUsagePurpose::DigitalSignature];

@@ -136,11 +136,52 @@ fn check_own_identity(cert_path: &Path, certs: &[CertificateDer<'_>]) -> Result<
     identity_of_cert(&certs[0]).map_err(|e| invalid("certificate", cert_path, e))
 }
 
+pub(crate) fn count_client_error(reason: ErrorReason, msg: &str) {
+    stats::count_error(Side::Client, reason, msg);
+}
+
 /// The cause of a failed handshake, as a reason and a message.
 pub(crate) fn classify(e: &std::io::Error) -> (ErrorReason, String) {
-    let Some(tls) = e.get_ref().and_then(|i| i.downcast_ref::<rustls::Error>()) else {
-        return (ErrorReason::Io, e.to_string());
-    };
+    match e.get_ref().and_then(|i| i.downcast_ref::<rustls::Error>()) {
+        Some(tls) => classify_tls(tls),
+        None => (ErrorReason::Io, e.to_string()),
+    }
+}
+
+/// A TLS failure inside an error chain from the HTTP/2 layer. In TLS 1.3 the
+/// server judges the client's certificate after the client considers the
+/// handshake done, so a refusal arrives as an alert on the first read.
+pub(crate) fn tls_cause(err: &(dyn std::error::Error + 'static)) -> Option<(ErrorReason, String)> {
+    let mut cur = Some(err);
+    while let Some(e) = cur {
+        if let Some(t) = e.downcast_ref::<rustls::Error>() {
+            return Some(classify_tls(t));
+        }
+        if let Some(t) = e.downcast_ref::<std::io::Error>().and_then(|io| io.get_ref()).and_then(|i| i.downcast_ref::<rustls::Error>()) {
+            return Some(classify_tls(t));
+        }
+        cur = e.source();
+    }
+    None
+}
+
+/// What a fatal alert from the peer most likely means.
+fn alert_hint(a: rustls::AlertDescription) -> &'static str {
+    use rustls::AlertDescription as A;
+    match a {
+        A::CertificateExpired => "our certificate has expired",
+        A::UnknownCA => "our certificate is not from a CA the peer trusts",
+        A::BadCertificate | A::CertificateUnknown | A::UnsupportedCertificate => "the peer rejected our certificate",
+        A::CertificateRequired => "the peer requires a client certificate",
+        A::ProtocolVersion => "no TLS version in common",
+        A::HandshakeFailure | A::InsufficientSecurity => "no cipher suite or key exchange in common",
+        A::NoApplicationProtocol => "no ALPN protocol in common (Courier speaks h2)",
+        A::DecryptError => "the peer could not verify a signature",
+        _ => "the peer refused the handshake",
+    }
+}
+
+fn classify_tls(tls: &rustls::Error) -> (ErrorReason, String) {
     use rustls::Error as E;
     let reason = match tls {
         E::InvalidMessage(_) | E::InappropriateMessage { .. } | E::InappropriateHandshakeMessage { .. } => {
@@ -148,7 +189,9 @@ pub(crate) fn classify(e: &std::io::Error) -> (ErrorReason, String) {
         }
         E::PeerIncompatible(p) => {
             let d = format!("{p:?}");
-            if d.contains("Tls12NotOffered") || d.contains("Version") {
+            // A ClientHello without signature_algorithms (new in TLS 1.2) is
+            // TLS 1.1 or older: rustls trips over that before the version.
+            if d.contains("Tls12NotOffered") || d.contains("Version") || d.contains("SignatureAlgorithmsExtensionRequired") {
                 ErrorReason::ProtocolVersion
             } else {
                 ErrorReason::NoCommonParameters
@@ -171,8 +214,9 @@ pub(crate) fn classify(e: &std::io::Error) -> (ErrorReason, String) {
     };
     let msg = match (reason, tls) {
         (ErrorReason::NotTls, _) => format!("not a TLS handshake (garbage, or a plaintext client on a TLS port): {tls}"),
+        (ErrorReason::ProtocolVersion, _) => format!("the client offers no TLS 1.2 or 1.3 (only those are accepted): {tls}"),
         (ErrorReason::NoClientCert, _) => "the client sent no certificate and this server requires one".to_string(),
-        (ErrorReason::PeerRefused, E::AlertReceived(a)) => format!("the peer refused the handshake: received fatal alert {a:?}"),
+        (ErrorReason::PeerRefused, E::AlertReceived(a)) => format!("{}: received fatal alert {a:?}", alert_hint(*a)),
         (_, E::InvalidCertificate(CertificateError::Other(o))) => format!("invalid peer certificate: {}", o.0),
         _ => tls.to_string(),
     };

@@ -110,9 +110,12 @@ struct ErrorSlot {
     last: Mutex<String>,
 }
 
+/// [full, resumed] handshakes with one peer.
+type PeerCounts = Arc<[AtomicU64; 2]>;
+
 struct Registry {
-    /// (side, peer SPIFFE ID or "unauthenticated") -> [full, resumed].
-    handshakes: RwLock<HashMap<(Side, Box<str>), Arc<[AtomicU64; 2]>>>,
+    /// (side, peer SPIFFE ID or "unauthenticated") -> counts.
+    handshakes: RwLock<HashMap<(Side, Box<str>), PeerCounts>>,
     errors: [[ErrorSlot; N_REASONS]; 2],
     reloads_ok: AtomicU64,
     reloads_failed: AtomicU64,
