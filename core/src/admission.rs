@@ -154,10 +154,9 @@ struct Waiter {
 #[derive(Default)]
 struct Queue {
     waiters: VecDeque<Waiter>,
-    /// CoDel state: when the sojourn time first stayed above target, and how
-    /// many calls were dropped in the current dropping episode.
+    /// CoDel state: since when the queue delay has stayed above target, and
+    /// how many calls it dropped.
     codel_above_since: Option<Instant>,
-    codel_next_drop: Option<Instant>,
     codel_drops: u32,
 }
 
@@ -330,32 +329,26 @@ impl Gate {
 }
 
 /// The next waiter to answer and how: LIFO takes the newest, FIFO the oldest,
-/// CoDel the oldest unless its control law says drop.
+/// CoDel the oldest unless the queue is standing and it waited too long.
 fn next_waiter(q: &mut Queue, limits: &MethodLimits) -> Option<(Waiter, Grant)> {
     match limits.order {
         QueueOrder::Lifo => q.waiters.pop_back().map(|w| (w, Grant::Slot)),
         QueueOrder::Fifo => q.waiters.pop_front().map(|w| (w, Grant::Slot)),
         QueueOrder::Codel => {
+            // CoDel as RPC servers use it ("Fail at Scale", Facebook): FIFO while
+            // the queue drains; once its delay has stayed above the target for a
+            // whole interval, calls that waited longer than the target are
+            // dropped, so the slots go to calls that can still be served fast.
             let w = q.waiters.pop_front()?;
             let now = Instant::now();
             let sojourn = now.saturating_duration_since(w.at);
-            if sojourn < limits.codel_target {
+            if sojourn <= limits.codel_target {
                 q.codel_above_since = None;
-                q.codel_next_drop = None;
-                q.codel_drops = 0;
                 return Some((w, Grant::Slot));
             }
             let since = *q.codel_above_since.get_or_insert(now);
-            if now.saturating_duration_since(since) < limits.codel_interval {
-                return Some((w, Grant::Slot));
-            }
-            // Above target for a whole interval: drop, at a pace that quickens
-            // with the square root of the drops (CoDel's control law).
-            let next = q.codel_next_drop.unwrap_or(now);
-            if now >= next {
-                q.codel_drops += 1;
-                let gap = limits.codel_interval.div_f64(f64::from(q.codel_drops).sqrt());
-                q.codel_next_drop = Some(now + gap);
+            if now.saturating_duration_since(since) >= limits.codel_interval {
+                q.codel_drops = q.codel_drops.saturating_add(1);
                 Some((w, Grant::Dropped))
             } else {
                 Some((w, Grant::Slot))

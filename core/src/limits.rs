@@ -40,8 +40,9 @@ pub enum QueueOrder {
     /// Newest first: under overload, the calls that can still meet their
     /// deadline are served.
     Lifo,
-    /// Oldest first, with CoDel's control law dropping from the head while the
-    /// queue stays above its target delay.
+    /// Oldest first; once the queue delay has stayed above `codel_target_ms`
+    /// for `codel_interval_ms`, calls that waited longer than the target are
+    /// dropped (CoDel as RPC servers use it).
     Codel,
     Fifo,
 }
