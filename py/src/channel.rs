@@ -51,12 +51,13 @@ pub struct Channel {
 #[pymethods]
 impl Channel {
     #[new]
-    #[pyo3(signature = (target, *, max_recv_message_size=None))]
-    fn new(target: &str, max_recv_message_size: Option<usize>) -> PyResult<Channel> {
+    #[pyo3(signature = (target, *, max_recv_message_size=None, tls=None))]
+    fn new(target: &str, max_recv_message_size: Option<usize>, tls: Option<PyRef<'_, crate::tls::ClientTls>>) -> PyResult<Channel> {
         let mut config = ChannelConfig::default();
         if let Some(m) = max_recv_message_size {
             config.max_recv_message_size = m;
         }
+        config.tls = tls.map(|t| t.inner.clone());
         // Made outside any runtime: connections run on the client runtime.
         let _g = client_runtime().enter();
         let ch = courier_core::Channel::new(target, &config).map_err(value_error)?;

@@ -51,3 +51,19 @@ pub fn server_error(e: ServerError) -> PyErr {
 pub fn value_error(e: impl std::fmt::Display) -> PyErr {
     PyValueError::new_err(e.to_string())
 }
+
+/// TLS setup errors: unreadable files are the matching `OSError` (e.g.
+/// `FileNotFoundError`), bad contents and mismatches are `ValueError`.
+pub fn tls_error(e: courier_core::TlsError) -> PyErr {
+    use courier_core::TlsError as T;
+    use std::io::ErrorKind;
+    let msg = e.to_string();
+    match &e {
+        T::Read { source, .. } | T::Write { source, .. } => match source.kind() {
+            ErrorKind::NotFound => pyo3::exceptions::PyFileNotFoundError::new_err(msg),
+            ErrorKind::PermissionDenied => pyo3::exceptions::PyPermissionError::new_err(msg),
+            _ => PyOSError::new_err(msg),
+        },
+        _ => PyValueError::new_err(msg),
+    }
+}

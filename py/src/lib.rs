@@ -10,6 +10,7 @@ mod channel;
 mod ctx;
 mod errors;
 mod server;
+mod tls;
 
 #[pymodule]
 fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
@@ -21,6 +22,7 @@ fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<channel::ClientCall>()?;
     m.add_class::<asyncio::AbortOnCancel>()?;
     m.add_function(wrap_pyfunction!(server::flush_replies, m)?)?;
+    tls::register(m)?;
     m.add("__version__", env!("CARGO_PKG_VERSION"))?;
     Ok(())
 }

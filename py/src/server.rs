@@ -92,8 +92,8 @@ pub struct Server {
 #[pymethods]
 impl Server {
     #[new]
-    #[pyo3(signature = (*, workers=None, max_recv_message_size=None, event_loop=false))]
-    fn new(workers: Option<usize>, max_recv_message_size: Option<usize>, event_loop: bool) -> PyResult<Server> {
+    #[pyo3(signature = (*, workers=None, max_recv_message_size=None, event_loop=false, tls=None))]
+    fn new(workers: Option<usize>, max_recv_message_size: Option<usize>, event_loop: bool, tls: Option<PyRef<'_, crate::tls::ServerTls>>) -> PyResult<Server> {
         let mut config = ServerConfig::default();
         if let Some(w) = workers {
             if w == 0 {
@@ -104,6 +104,7 @@ impl Server {
         if let Some(m) = max_recv_message_size {
             config.max_recv_message_size = m;
         }
+        config.tls = tls.map(|t| t.inner.clone());
         let (queue, wake) = if event_loop {
             let efd = Arc::new(EventFd::new()?);
             let w = efd.clone();

@@ -13,6 +13,7 @@ from ._channel import Channel, Metadata, MetadataValue, ReplyIterator
 from ._errors import AbortError, AppError, RpcError, StatusCode, abort
 from ._service import NO_DEADLINE, AppErrorEnum, Method, MethodKind, Service
 from ._server import Server
+from ._tls import ClientTLS, ServerTLS, tls_stats
 
 Context = _core.Context
 __version__: str = _core.__version__
@@ -22,6 +23,7 @@ __all__ = [
     "AppError",
     "AppErrorEnum",
     "Channel",
+    "ClientTLS",
     "Context",
     "Metadata",
     "MetadataValue",
@@ -31,7 +33,9 @@ __all__ = [
     "ReplyIterator",
     "RpcError",
     "Server",
+    "ServerTLS",
     "Service",
     "StatusCode",
     "abort",
+    "tls_stats",
 ]

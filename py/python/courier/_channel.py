@@ -20,8 +20,8 @@ class Channel:
     """A connection to one server (`"host:port"`), made on first use and
     re-made after failures; calls from any thread share it."""
 
-    def __init__(self, target: str, *, max_recv_message_size: Optional[int] = None) -> None:
-        self._native: Optional[_core.Channel] = _core.Channel(target, max_recv_message_size=max_recv_message_size)
+    def __init__(self, target: str, *, max_recv_message_size: Optional[int] = None, tls: Optional[_core.ClientTLS] = None) -> None:
+        self._native: Optional[_core.Channel] = _core.Channel(target, max_recv_message_size=max_recv_message_size, tls=tls)
         self.target = target
 
     @property

@@ -2,6 +2,7 @@
 `courier` API instead; these are what it is built on."""
 
 import asyncio
+import os
 from typing import Any, List, Optional, Sequence, Tuple, Union
 
 __version__: str
@@ -59,7 +60,7 @@ class Call:
     ) -> "asyncio.Future[None]": ...
 
 class Server:
-    def __init__(self, *, workers: Optional[int] = None, max_recv_message_size: Optional[int] = None, event_loop: bool = False) -> None: ...
+    def __init__(self, *, workers: Optional[int] = None, max_recv_message_size: Optional[int] = None, event_loop: bool = False, tls: Optional[ServerTLS] = None) -> None: ...
     def register(self, path: str, kind: str, deadline: Optional[float], method_id: int, app_error_enum: Optional[str] = None) -> None: ...
     def listen(self, addr: str) -> int: ...
     def start(self) -> None: ...
@@ -92,7 +93,7 @@ class ClientCall:
     def cancel(self) -> None: ...
 
 class Channel:
-    def __init__(self, target: str, *, max_recv_message_size: Optional[int] = None) -> None: ...
+    def __init__(self, target: str, *, max_recv_message_size: Optional[int] = None, tls: Optional[ClientTLS] = None) -> None: ...
     @property
     def target(self) -> str: ...
     def unary(
@@ -105,3 +106,47 @@ class Channel:
 
 class AbortOnCancel:
     def __call__(self, fut: Any) -> None: ...
+
+_PathLike = Union[str, "os.PathLike[str]"]
+
+class ServerTLS:
+    @staticmethod
+    def from_files(
+        *,
+        cert: _PathLike,
+        key: _PathLike,
+        ca: _PathLike,
+        require_client_cert: bool = True,
+        handshake_timeout: float = 10.0,
+        reload_interval: Optional[float] = 1.0,
+        tls13_tickets: Optional[int] = None,
+    ) -> ServerTLS: ...
+    @property
+    def identity(self) -> str: ...
+    def reload(self) -> None: ...
+
+class ClientTLS:
+    @staticmethod
+    def from_files(
+        *,
+        ca: _PathLike,
+        server_identity: str,
+        cert: Optional[_PathLike] = None,
+        key: Optional[_PathLike] = None,
+        reload_interval: Optional[float] = 1.0,
+    ) -> ClientTLS: ...
+    @property
+    def server_identity(self) -> str: ...
+    def reload(self) -> None: ...
+
+def ca_init(trust_domain: str, out: _PathLike, days: int = 3650) -> Tuple[str, str]: ...
+def ca_issue(
+    ca: _PathLike,
+    out: _PathLike,
+    spiffe_id: Optional[str],
+    dns: Sequence[str] = ...,
+    ips: Sequence[str] = ...,
+    days: int = 365,
+    rsa: bool = False,
+) -> Tuple[str, str]: ...
+def tls_stats() -> dict[str, Any]: ...

@@ -33,10 +33,11 @@ class Server:
         workers: Optional[int] = None,
         max_concurrency: int = 32,
         max_recv_message_size: Optional[int] = None,
+        tls: Optional[_core.ServerTLS] = None,
     ) -> None:
         if max_concurrency < 1:
             raise ValueError("max_concurrency must be at least 1")
-        self._core = _core.Server(workers=workers, max_recv_message_size=max_recv_message_size)
+        self._core = _core.Server(tls=tls, workers=workers, max_recv_message_size=max_recv_message_size)
         self._max_concurrency = max_concurrency
         self._runners: List[Callable[[_core.Call], None]] = []
         self._threads: List[threading.Thread] = []

@@ -165,8 +165,8 @@ async def _aiter(items: Union[AsyncIterable[Any], Iterable[Any]]) -> AsyncIterat
 class Server:
     """A Courier server whose handlers are `async def` functions on this loop."""
 
-    def __init__(self, *, workers: Optional[int] = None, max_recv_message_size: Optional[int] = None) -> None:
-        self._core = _core.Server(workers=workers, max_recv_message_size=max_recv_message_size, event_loop=True)
+    def __init__(self, *, workers: Optional[int] = None, max_recv_message_size: Optional[int] = None, tls: Optional[_core.ServerTLS] = None) -> None:
+        self._core = _core.Server(tls=tls, workers=workers, max_recv_message_size=max_recv_message_size, event_loop=True)
         self._handlers: List[Tuple[Method[Any, Any], Callable[..., Any]]] = []
         self._runners: List[Callable[[_core.Call], None]] = []
         self._loop: Optional[asyncio.AbstractEventLoop] = None
@@ -247,8 +247,8 @@ class Server:
 class Channel:
     """The asyncio client channel: calls are awaited on the running loop."""
 
-    def __init__(self, target: str, *, max_recv_message_size: Optional[int] = None) -> None:
-        self._native: Optional[_core.Channel] = _core.Channel(target, max_recv_message_size=max_recv_message_size)
+    def __init__(self, target: str, *, max_recv_message_size: Optional[int] = None, tls: Optional[_core.ClientTLS] = None) -> None:
+        self._native: Optional[_core.Channel] = _core.Channel(target, max_recv_message_size=max_recv_message_size, tls=tls)
         self.target = target
 
     @property
