@@ -3,17 +3,20 @@
 SHELL := /bin/bash
 CACHE ?= $(HOME)/.cache/courier
 export CARGO_TARGET_DIR ?= $(CACHE)/target
+# Go's module and build caches, outside the clone like the others.
+export GOMODCACHE ?= $(CACHE)/go/mod
+export GOCACHE ?= $(CACHE)/go/build
 VENV ?= $(CACHE)/venv
 PY := $(VENV)/bin/python
 PYTEST_WORKERS ?= 2
 
-.PHONY: demo test test-rust test-py typecheck py-dev venv bench bench-core clean-cache
+.PHONY: demo test test-rust test-py test-go typecheck py-dev venv bench bench-core clean-cache
 
 demo: py-dev
 	cargo build -q -p courier-testpeer
 	$(PY) tests/demo.py
 
-test: test-rust test-py typecheck
+test: test-rust test-py typecheck test-go
 
 test-rust:
 	cargo test --workspace --locked
@@ -25,6 +28,17 @@ test-py: py-dev
 typecheck: py-dev
 	$(VENV)/bin/mypy --strict py/python/courier
 	cd py/tests && $(VENV)/bin/mypy --strict --config-file ../../pyproject.toml .
+
+# The Go binding (go-cgo/): `go generate` builds the static core into go-cgo/lib
+# (debug here: it shares cargo test's build), then the Go tests run with the
+# race detector against the Rust, Python and grpc-go peers, and the 200k-call
+# memory test without it.
+GO_FFI_PROFILE ?= debug
+test-go: py-dev
+	cargo build -q -p courier-testpeer
+	cd go-cgo && COURIER_FFI_PROFILE=$(GO_FFI_PROFILE) go generate . \
+	  && CACHE=$(CACHE) VENV=$(VENV) COURIER_REQUIRE_PEERS=1 go test -race -count=1 ./... \
+	  && CACHE=$(CACHE) VENV=$(VENV) go test -count=1 -run TestRSS .
 
 # The Python package, built from this tree into the venv (debug build, editable).
 py-dev: venv

@@ -189,8 +189,10 @@ impl Status {
         self.downstream
     }
 
-    /// Marks a status as received from a downstream call (the client does this).
-    pub(crate) fn into_downstream(mut self) -> Status {
+    /// Marks a status as received from a downstream call. The client does this;
+    /// bindings do it when a host-language handler returns a status its own
+    /// client call received, so the server applies [`Status::at_boundary`].
+    pub fn into_downstream(mut self) -> Status {
         self.downstream = true;
         self
     }

@@ -1,0 +1,436 @@
+package courier
+
+/*
+#include <stdlib.h>
+#include "courier.h"
+*/
+import "C"
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log"
+	"runtime"
+	"runtime/debug"
+	"sync"
+	"sync/atomic"
+	"time"
+	"unsafe"
+
+	"google.golang.org/protobuf/proto"
+)
+
+// How many calls a worker takes at a time, and how long a batch may run
+// before its unstarted calls are handed back to idle workers.
+const (
+	batchSize = 64
+	slowBatch = 2 * time.Millisecond
+)
+
+type serverOptions struct {
+	ioThreads      int
+	maxConcurrency int
+	maxRecvMsgSize int
+	base           context.Context
+	logger         *log.Logger
+}
+
+// ServerOption configures a Server.
+type ServerOption func(*serverOptions)
+
+// IOThreads sets the core's I/O threads (default: one per core).
+func IOThreads(n int) ServerOption { return func(o *serverOptions) { o.ioThreads = n } }
+
+// MaxConcurrency sets how many unary and client-streaming handlers run at
+// once (worker goroutines pulling batches of calls from the core; default 32).
+// Server-streaming and bidi handlers run on their own goroutines.
+func MaxConcurrency(n int) ServerOption { return func(o *serverOptions) { o.maxConcurrency = n } }
+
+// MaxRecvMsgSize sets the largest request message accepted (default 4 MiB);
+// larger ones are answered RESOURCE_EXHAUSTED by the core.
+func MaxRecvMsgSize(n int) ServerOption { return func(o *serverOptions) { o.maxRecvMsgSize = n } }
+
+// BaseContext sets the parent of every handler's context (for values; its
+// cancellation is not propagated). Default context.Background().
+func BaseContext(ctx context.Context) ServerOption { return func(o *serverOptions) { o.base = ctx } }
+
+// ErrorLog sets where handler panics are logged (default: the log package's logger).
+func ErrorLog(l *log.Logger) ServerOption { return func(o *serverOptions) { o.logger = l } }
+
+// Server serves Courier (gRPC) methods with Go handlers. Register methods
+// (generated Register<Service>Server functions, or HandleUnary and friends),
+// Listen, Start; Stop when done.
+//
+// Calls reach Go in batches: worker goroutines pull ready calls from the core
+// (one cgo crossing per batch), run unary handlers and hand their replies back
+// in one batch. A panic in a handler is INTERNAL for that call only; it is
+// logged with its stack and counted (Panics).
+type Server struct {
+	h       *C.CourierServer
+	opts    serverOptions
+	methods []*method
+
+	mu      sync.Mutex
+	started bool
+	stopped bool
+	workers sync.WaitGroup
+	streams sync.WaitGroup
+	panics  atomic.Int64
+}
+
+type method struct {
+	desc *MethodDesc
+	path string
+
+	unary        func(ctx context.Context, req []byte) ([]byte, error)
+	serverStream func(ctx context.Context, req []byte, s *rawStream) error
+	clientStream func(ctx context.Context, s *rawStream) ([]byte, error)
+	bidi         func(ctx context.Context, s *rawStream) error
+}
+
+// NewServer makes a server.
+func NewServer(opts ...ServerOption) *Server {
+	o := serverOptions{maxConcurrency: 32, base: context.Background()}
+	for _, f := range opts {
+		f(&o)
+	}
+	if o.maxConcurrency < 1 {
+		o.maxConcurrency = 1
+	}
+	if o.logger == nil {
+		o.logger = log.Default()
+	}
+	handleSIGPIPE()
+	copts := C.CourierServerOptions{workers: C.uint32_t(max(o.ioThreads, 0)), max_recv_message_size: C.uint64_t(max(o.maxRecvMsgSize, 0))}
+	h := C.courier_server_new(&copts, nil)
+	if h == nil {
+		panic("courier: cannot create a server")
+	}
+	return &Server{h: h, opts: o}
+}
+
+func (s *Server) register(m *method) error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.started || s.stopped {
+		return &Error{Kind: ErrState, Message: "methods must be registered before Start"}
+	}
+	d := m.desc
+	m.path = d.Path
+	var cerr *C.CourierError
+	pp, pl := strArg(d.Path)
+	ep, el := strArg(d.AppErrorEnum)
+	if !C.courier_server_register(s.h, pp, pl, C.int32_t(d.Kind), d.deadlineMs(), ep, el, C.uint64_t(len(s.methods)), &cerr) {
+		return takeError(cerr)
+	}
+	s.methods = append(s.methods, m)
+	return nil
+}
+
+// Listen binds a TCP address ("127.0.0.1:0" picks a port) and returns the port.
+func (s *Server) Listen(addr string) (int, error) {
+	var cerr *C.CourierError
+	ap, al := strArg(addr)
+	port := C.courier_server_listen(s.h, ap, al, &cerr)
+	if port < 0 {
+		return 0, takeError(cerr)
+	}
+	return int(port), nil
+}
+
+// Start starts serving (after Listen) and returns.
+func (s *Server) Start() error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.stopped {
+		return &Error{Kind: ErrState, Message: "the server was stopped"}
+	}
+	var cerr *C.CourierError
+	if !C.courier_server_start(s.h, &cerr) {
+		return takeError(cerr)
+	}
+	s.started = true
+	for i := 0; i < s.opts.maxConcurrency; i++ {
+		s.workers.Add(1)
+		go s.work()
+	}
+	return nil
+}
+
+// SetServing sets a service's status in the built-in grpc.health.v1 service
+// ("" for the whole server).
+func (s *Server) SetServing(service string, serving bool) {
+	sp, sl := strArg(service)
+	C.courier_server_set_serving(s.h, sp, sl, C.bool(serving))
+}
+
+// Stop stops accepting calls, lets calls in flight finish for up to grace,
+// cancels the rest, and returns when every handler has returned.
+func (s *Server) Stop(grace time.Duration) {
+	s.mu.Lock()
+	if s.stopped {
+		s.mu.Unlock()
+		return
+	}
+	s.stopped = true
+	s.mu.Unlock()
+	C.courier_server_shutdown(s.h, C.uint64_t(max(grace.Milliseconds(), 0)))
+	s.workers.Wait()
+	s.streams.Wait()
+	C.courier_server_free(s.h)
+	s.h = nil
+}
+
+// Panics is how many handler panics the server answered INTERNAL.
+func (s *Server) Panics() int64 { return s.panics.Load() }
+
+// work is one worker: it pulls batches of calls, runs unary handlers inline
+// and returns their replies as one batch with its next pull.
+func (s *Server) work() {
+	defer s.workers.Done()
+	// The core tracks which threads hold a batch: stay on one.
+	runtime.LockOSThread()
+	defer runtime.UnlockOSThread()
+	batch := C.courier_reply_batch_new()
+	infos := (*[batchSize]C.CourierCallInfo)(C.malloc(C.size_t(unsafe.Sizeof(C.CourierCallInfo{})) * batchSize))
+	rest := (*[batchSize]*C.CourierCall)(C.malloc(C.size_t(unsafe.Sizeof(uintptr(0))) * batchSize))
+	defer func() {
+		C.courier_reply_batch_free(batch)
+		C.courier_server_release(s.h)
+		C.free(unsafe.Pointer(infos))
+		C.free(unsafe.Pointer(rest))
+	}()
+	for {
+		n := int(C.courier_server_next_batch(s.h, batch, &infos[0], batchSize, -1))
+		if n < 0 {
+			return
+		}
+		start := time.Now()
+		for i := 0; i < n; i++ {
+			if i > 0 && time.Since(start) > slowBatch {
+				// Slow handlers: give the rest to idle workers.
+				for j := i; j < n; j++ {
+					rest[j-i] = infos[j].call
+				}
+				C.courier_reply_batch_flush(batch)
+				C.courier_server_requeue(s.h, &rest[0], C.size_t(n-i))
+				break
+			}
+			s.dispatch(&infos[i], batch)
+		}
+	}
+}
+
+func (s *Server) dispatch(info *C.CourierCallInfo, batch *C.CourierReplyBatch) {
+	id := int(info.method_id)
+	if id < 0 || id >= len(s.methods) {
+		C.courier_call_free(info.call) // answered INTERNAL by the core
+		return
+	}
+	m := s.methods[id]
+	switch m.desc.Kind {
+	case Unary:
+		s.serveUnary(m, info, batch)
+	default:
+		inf := *info
+		s.streams.Add(1)
+		go func() {
+			defer s.streams.Done()
+			s.serveStream(m, &inf)
+		}()
+	}
+}
+
+// start starts a call and makes its context.
+func (s *Server) start(m *method, info *C.CourierCallInfo) (*callCtx, C.CourierStr, bool) {
+	var req C.CourierStr
+	var h *C.CourierCtx
+	var cerr *C.CourierError
+	if !C.courier_call_start(info.call, &req, &h, &cerr) {
+		s.opts.logger.Printf("courier: cannot start a call of %s: %v", m.path, takeError(cerr))
+		return nil, req, false
+	}
+	return newCallCtx(s.opts.base, m, h, info), req, true
+}
+
+func (s *Server) serveUnary(m *method, info *C.CourierCallInfo, batch *C.CourierReplyBatch) {
+	call := info.call
+	defer C.courier_call_free(call)
+	ctx, req, ok := s.start(m, info)
+	if !ok {
+		return
+	}
+	reply, err := s.runUnary(ctx, m, borrowed(req))
+	ctx.finish()
+	if err != nil {
+		s.pushError(batch, call, m, err)
+		return
+	}
+	rp, rl := bytesArg(reply)
+	C.courier_reply_batch_push(batch, call, rp, rl, nil)
+}
+
+func (s *Server) runUnary(ctx *callCtx, m *method, req []byte) (reply []byte, err error) {
+	defer s.recoverHandler(m, &err)
+	return m.unary(ctx, req)
+}
+
+func (s *Server) pushError(batch *C.CourierReplyBatch, call *C.CourierCall, m *method, err error) {
+	code, msg, enum, value, downstream := s.errorStatus(m, err)
+	mp, ml := strArg(msg)
+	ep, el := strArg(enum)
+	C.courier_reply_batch_push_error(batch, call, C.int32_t(code), mp, ml, ep, el, C.int32_t(value), C.bool(downstream), nil)
+}
+
+// handlerPanic is the error a recovered panic becomes.
+type handlerPanic struct{ value any }
+
+func (p handlerPanic) Error() string { return fmt.Sprintf("handler panicked: %v", p.value) }
+
+func (s *Server) recoverHandler(m *method, err *error) {
+	if r := recover(); r != nil {
+		s.panics.Add(1)
+		s.opts.logger.Printf("courier: handler %s panicked: %v\n%s", m.path, r, debug.Stack())
+		*err = handlerPanic{r}
+	}
+}
+
+// errorStatus is the status a handler's error is sent as (the core applies
+// the boundary rule to downstream statuses).
+func (s *Server) errorStatus(m *method, err error) (code Code, msg, enum string, value int32, downstream bool) {
+	var p handlerPanic
+	if errors.As(err, &p) {
+		return Internal, p.Error(), "", 0, false
+	}
+	var a *AppError
+	if errors.As(err, &a) {
+		if m.desc.AppErrorEnum == "" || a.Enum != m.desc.AppErrorEnum {
+			s.opts.logger.Printf("courier: %s returned app error %s=%d but declares rpc_error enum %q", m.path, a.Enum, a.Value, m.desc.AppErrorEnum)
+			return Internal, fmt.Sprintf("%s returned an undeclared application error", m.path), "", 0, false
+		}
+		c := a.Code
+		if c == OK {
+			c = Unknown
+		}
+		return c, a.Message, a.Enum, a.Value, false
+	}
+	st := StatusOf(err)
+	if st.code == OK {
+		st = &Status{code: Unknown, message: err.Error()}
+	}
+	if st.hasApp {
+		enum, value = st.appEnum, st.appValue
+	}
+	return st.code, st.message, enum, value, st.downstream
+}
+
+// ---------------------------------------------------------------- streaming
+
+// rawStream is the host side of a call's message streams. Its handle is
+// guarded so that a stream used after its handler returned fails instead of
+// touching a freed call.
+type rawStream struct {
+	mu   sync.RWMutex
+	call *C.CourierCall
+	m    *method
+}
+
+var errCallEnded = &Status{code: Canceled, message: "the call has ended"}
+
+func (r *rawStream) recv(into proto.Message) error {
+	r.mu.RLock()
+	defer r.mu.RUnlock()
+	if r.call == nil {
+		return errCallEnded
+	}
+	var msg C.CourierStr
+	var cerr *C.CourierError
+	switch C.courier_call_recv(r.call, &msg, &cerr) {
+	case 1:
+		if err := proto.Unmarshal(borrowed(msg), into); err != nil {
+			return &Status{code: InvalidArgument, message: "cannot decode request: " + err.Error()}
+		}
+		return nil
+	case 0:
+		return errEOF
+	default:
+		return takeError(cerr)
+	}
+}
+
+func (r *rawStream) send(m proto.Message) error {
+	b, err := proto.Marshal(m)
+	if err != nil {
+		return &Status{code: Internal, message: "cannot encode response: " + err.Error()}
+	}
+	r.mu.RLock()
+	defer r.mu.RUnlock()
+	if r.call == nil {
+		return errCallEnded
+	}
+	var cerr *C.CourierError
+	bp, bl := bytesArg(b)
+	if !C.courier_call_send(r.call, bp, bl, &cerr) {
+		return takeError(cerr)
+	}
+	return nil
+}
+
+func (r *rawStream) end() *C.CourierCall {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	c := r.call
+	r.call = nil
+	return c
+}
+
+func (s *Server) serveStream(m *method, info *C.CourierCallInfo) {
+	call := info.call
+	ctx, req, ok := s.start(m, info)
+	if !ok {
+		C.courier_call_free(call)
+		return
+	}
+	rs := &rawStream{call: call, m: m}
+	var reply []byte
+	var err error
+	func() {
+		defer s.recoverHandler(m, &err)
+		switch m.desc.Kind {
+		case ServerStreaming:
+			err = m.serverStream(ctx, borrowed(req), rs)
+		case ClientStreaming:
+			reply, err = m.clientStream(ctx, rs)
+		default:
+			err = m.bidi(ctx, rs)
+		}
+	}()
+	ctx.finish()
+	call = rs.end()
+	defer C.courier_call_free(call)
+	if m.desc.Kind == ClientStreaming {
+		batch := C.courier_reply_batch_new()
+		if err != nil {
+			s.pushError(batch, call, m, err)
+		} else {
+			rp, rl := bytesArg(reply)
+			C.courier_reply_batch_push(batch, call, rp, rl, nil)
+		}
+		C.courier_reply_batch_free(batch)
+		return
+	}
+	if err == nil {
+		C.courier_call_finish(call, 0, nil, 0, nil, 0, 0, false, nil)
+		return
+	}
+	if C.courier_call_cancelled(call) {
+		// The client left: nothing to answer.
+		C.courier_call_finish(call, C.int32_t(Canceled), nil, 0, nil, 0, 0, false, nil)
+		return
+	}
+	code, msg, enum, value, downstream := s.errorStatus(m, err)
+	mp, ml := strArg(msg)
+	ep, el := strArg(enum)
+	C.courier_call_finish(call, C.int32_t(code), mp, ml, ep, el, C.int32_t(value), C.bool(downstream), nil)
+}
