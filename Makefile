@@ -10,7 +10,7 @@ VENV ?= $(CACHE)/venv
 PY := $(VENV)/bin/python
 PYTEST_WORKERS ?= 2
 
-.PHONY: demo test test-rust test-py test-go typecheck py-dev venv bench bench-core clean-cache
+.PHONY: demo test test-rust test-py test-go typecheck py-dev venv tools bench bench-core clean-cache
 
 demo: py-dev
 	cargo build -q -p courier-testpeer
@@ -21,7 +21,7 @@ test: test-rust test-py typecheck test-go
 test-rust:
 	cargo test --workspace --locked
 
-test-py: py-dev
+test-py: py-dev tools
 	cargo build -q -p courier-testpeer
 	$(PY) -m pytest -q -n $(PYTEST_WORKERS) py/tests tests/interop
 
@@ -39,6 +39,16 @@ test-go: py-dev
 	cd go-cgo && COURIER_FFI_PROFILE=$(GO_FFI_PROFILE) go generate . \
 	  && CACHE=$(CACHE) VENV=$(VENV) COURIER_REQUIRE_PEERS=1 go test -race -count=1 ./... \
 	  && CACHE=$(CACHE) VENV=$(VENV) go test -count=1 -run TestRSS .
+
+# Stock tools the tests drive (built once into $(CACHE)/bin from the Go module
+# proxy; idempotent): grpcurl, a reflection client for the stub generator's tests.
+GRPCURL_VERSION := v1.9.4
+tools: $(CACHE)/bin/.grpcurl-$(GRPCURL_VERSION).stamp
+
+$(CACHE)/bin/.grpcurl-$(GRPCURL_VERSION).stamp:
+	mkdir -p $(CACHE)/bin
+	GOBIN=$(CACHE)/bin go install github.com/fullstorydev/grpcurl/cmd/grpcurl@$(GRPCURL_VERSION)
+	touch $@
 
 # The Python package, built from this tree into the venv (debug build, editable).
 py-dev: venv

@@ -71,6 +71,12 @@ impl HealthReporter {
         self.services.lock().unwrap_or_else(|e| e.into_inner()).get(service).map(|tx| *tx.borrow())
     }
 
+    /// Names of the services with a status (not `""`, not merely watched).
+    pub(crate) fn served_services(&self) -> Vec<String> {
+        let m = self.services.lock().unwrap_or_else(|e| e.into_inner());
+        m.iter().filter(|(k, tx)| !k.is_empty() && *tx.borrow() != ServingStatus::ServiceUnknown).map(|(k, _)| k.clone()).collect()
+    }
+
     pub(crate) fn set_all_not_serving(&self) {
         for tx in self.services.lock().unwrap_or_else(|e| e.into_inner()).values() {
             tx.send_replace(ServingStatus::NotServing);

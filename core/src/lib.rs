@@ -12,6 +12,7 @@ pub mod health;
 pub mod host;
 pub mod metadata;
 pub mod method;
+pub mod reflection;
 pub mod server;
 pub mod status;
 pub mod tls;

@@ -9,12 +9,13 @@ use courier_core::{AppError, Code, ServerError, Status};
 use pyo3::exceptions::{PyOSError, PyRuntimeError, PyValueError};
 use pyo3::prelude::*;
 use pyo3::sync::PyOnceLock;
-use pyo3::types::PyType;
 
-static RPC_ERROR: PyOnceLock<Py<PyType>> = PyOnceLock::new();
+/// `courier._errors._from_status`: builds the RpcError (or the typed app error
+/// that generated code declared for the status's app-error enum).
+static RPC_ERROR: PyOnceLock<Py<PyAny>> = PyOnceLock::new();
 
-fn rpc_error_type(py: Python<'_>) -> PyResult<&Bound<'_, PyType>> {
-    RPC_ERROR.import(py, "courier._errors", "RpcError")
+fn rpc_error_type(py: Python<'_>) -> PyResult<&Bound<'_, PyAny>> {
+    RPC_ERROR.import(py, "courier._errors", "_from_status")
 }
 
 /// `courier.RpcError(code, details, app_error_enum, app_error)` for a status.

@@ -9,7 +9,9 @@ mod asyncio;
 mod channel;
 mod ctx;
 mod errors;
+mod reflection;
 mod server;
+mod stubgen;
 mod tls;
 
 #[pymodule]
@@ -22,6 +24,8 @@ fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<channel::ClientCall>()?;
     m.add_class::<asyncio::AbortOnCancel>()?;
     m.add_function(wrap_pyfunction!(server::flush_replies, m)?)?;
+    m.add_function(wrap_pyfunction!(reflection::register_file_descriptors, m)?)?;
+    m.add_function(wrap_pyfunction!(stubgen::stubgen_main, m)?)?;
     tls::register(m)?;
     m.add("__version__", env!("CARGO_PKG_VERSION"))?;
     Ok(())

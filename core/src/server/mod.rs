@@ -157,7 +157,7 @@ impl Server {
     pub fn new(config: ServerConfig) -> Server {
         let health = HealthReporter::new();
         let mut router = HashMap::new();
-        for (desc, handler) in health.methods() {
+        for (desc, handler) in health.methods().into_iter().chain(crate::reflection::methods(health.clone())) {
             router.insert(desc.path().into(), Entry { desc: Arc::new(desc), handler });
         }
         Server {

@@ -11,6 +11,7 @@ from __future__ import annotations
 from . import _core
 from ._channel import Channel, Metadata, MetadataValue, ReplyIterator
 from ._errors import AbortError, AppError, RpcError, StatusCode, abort
+from ._reflection import register_descriptor
 from ._service import NO_DEADLINE, AppErrorEnum, Method, MethodKind, Service
 from ._server import Server
 from ._tls import ClientTLS, ServerTLS, tls_stats
@@ -37,5 +38,6 @@ __all__ = [
     "Service",
     "StatusCode",
     "abort",
+    "register_descriptor",
     "tls_stats",
 ]

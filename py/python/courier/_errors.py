@@ -8,7 +8,10 @@
 from __future__ import annotations
 
 import enum
-from typing import NoReturn, Optional
+from typing import TYPE_CHECKING, ClassVar, Dict, NoReturn, Optional, Type
+
+if TYPE_CHECKING:
+    from ._service import AppErrorEnum
 
 
 class StatusCode(enum.IntEnum):
@@ -64,15 +67,52 @@ class RpcError(Exception):
         return f"RpcError({self.code.name}, {self.details!r}, app_error={self.app_error!r})"
 
 
-class AppError(Exception):
-    """Raised by a handler: an application error, a value of the method's
-    `(courier.rpc_error)` enum. The client receives the value's mapped gRPC
-    code and the value itself (`RpcError.app_error`)."""
+class AppError(RpcError):
+    """An application error: a value of a method's `(courier.rpc_error)` enum.
 
-    def __init__(self, value: int, message: str = "") -> None:
+    Raised by a handler, the client receives the value's mapped gRPC code and
+    the value itself. Generated code subclasses it per enum (`enum` set, the
+    value typed); a client call raises that subclass for an app error of its
+    enum, with `received` True. A received app error that escapes a handler is
+    `UNKNOWN` for its caller, like any other downstream error.
+    """
+
+    enum: ClassVar[Optional["AppErrorEnum"]] = None
+
+    def __init__(self, value: int, message: str = "", *, code: Optional[int] = None, received: bool = False) -> None:
+        enum = type(self).enum
+        if code is None:
+            code = enum.code_of(int(value)) if enum is not None else StatusCode.UNKNOWN
+        super().__init__(code, message, enum.full_name if enum is not None else None, int(value))
         self.value = int(value)
         self.message = message
-        super().__init__(value, message)
+        self.received = received
+
+    def __init_subclass__(cls, **kwargs: object) -> None:
+        super().__init_subclass__(**kwargs)
+        enum = cls.__dict__.get("enum")
+        if enum is not None:
+            _TYPED_APP_ERRORS[enum.full_name] = cls
+
+    def __reduce__(self) -> "tuple[object, ...]":
+        return (_rebuild_app_error, (type(self), self.value, self.message, int(self.code), self.received))
+
+
+_TYPED_APP_ERRORS: Dict[str, Type[AppError]] = {}
+
+
+def _rebuild_app_error(cls: Type[AppError], value: int, message: str, code: int, received: bool) -> AppError:
+    return cls(value, message, code=code, received=received)
+
+
+def _from_status(code: int, details: str, app_error_enum: Optional[str] = None, app_error: Optional[int] = None) -> RpcError:
+    """The exception of a failed call (the native module calls this): the typed
+    app error generated for `app_error_enum` if there is one, else RpcError."""
+    if app_error_enum is not None and app_error is not None:
+        typed = _TYPED_APP_ERRORS.get(app_error_enum)
+        if typed is not None:
+            return typed(app_error, details, code=code, received=True)
+    return RpcError(code, details, app_error_enum, app_error)
 
 
 class AbortError(Exception):

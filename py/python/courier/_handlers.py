@@ -32,7 +32,11 @@ def status_of(method: Method[Any, Any], exc: BaseException, stats: HandlerStats)
     """The status a handler's exception ends its call with."""
     if isinstance(exc, AbortError):
         return int(exc.code), exc.details, None
-    if isinstance(exc, AppError):
+    if isinstance(exc, AppError) and not exc.received:
+        if exc.enum is not None and (method.app_error is None or exc.enum.full_name != method.app_error.full_name):
+            log.error("%s raised an app error of %s, not of its own enum", method.path, exc.enum.full_name)
+            stats.count_exception()
+            return int(StatusCode.INTERNAL), f"{method.path} raised an app error of {exc.enum.full_name}, not of its own enum", None
         if method.app_error is None:
             log.error("%s raised AppError(%d) but declares no rpc_error enum", method.path, exc.value)
             stats.count_exception()
