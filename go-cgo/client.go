@@ -18,6 +18,7 @@ import (
 type dialOptions struct {
 	maxRecvMsgSize int
 	connectTimeout time.Duration
+	tls            *ClientTLS
 }
 
 // DialOption configures a ClientConn.
@@ -52,9 +53,13 @@ func Dial(target string, opts ...DialOption) (*ClientConn, error) {
 		max_recv_message_size: C.uint64_t(max(o.maxRecvMsgSize, 0)),
 		connect_timeout_ms:    C.uint64_t(max(o.connectTimeout.Milliseconds(), 0)),
 	}
+	if o.tls != nil {
+		copts.tls = o.tls.h
+	}
 	var cerr *C.CourierError
 	tp, tl := strArg(target)
 	h := C.courier_channel_new(tp, tl, &copts, &cerr)
+	runtime.KeepAlive(o.tls)
 	if h == nil {
 		return nil, takeError(cerr)
 	}

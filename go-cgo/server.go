@@ -34,6 +34,7 @@ type serverOptions struct {
 	maxRecvMsgSize int
 	base           context.Context
 	logger         *log.Logger
+	tls            *ServerTLS
 }
 
 // ServerOption configures a Server.
@@ -103,7 +104,11 @@ func NewServer(opts ...ServerOption) *Server {
 	}
 	handleSIGPIPE()
 	copts := C.CourierServerOptions{workers: C.uint32_t(max(o.ioThreads, 0)), max_recv_message_size: C.uint64_t(max(o.maxRecvMsgSize, 0))}
+	if o.tls != nil {
+		copts.tls = o.tls.h
+	}
 	h := C.courier_server_new(&copts, nil)
+	runtime.KeepAlive(o.tls)
 	if h == nil {
 		panic("courier: cannot create a server")
 	}

@@ -76,6 +76,12 @@ func (t *testService) UnaryUnary(ctx context.Context, req *pb.TestRequest) (*pb.
 		panic("handler bug")
 	case "plain":
 		return nil, errors.New("a plain error")
+	case "whoami":
+		id, ok := courier.PeerIdentity(ctx)
+		if !ok {
+			return &pb.TestResponse{S: "unauthenticated"}, nil
+		}
+		return &pb.TestResponse{S: id.SpiffeID + "|" + id.Name}, nil
 	case "hop":
 		if t.downstream != nil {
 			down, err := t.downstream.UnaryUnary(ctx, &pb.TestRequest{S: "down", ReportDeadline: true})

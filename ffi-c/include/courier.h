@@ -79,6 +79,9 @@ typedef struct CourierChannel CourierChannel;
 // time (they may run concurrently, from different threads).
 typedef struct CourierClientCall CourierClientCall;
 
+// A client's TLS settings; as `CourierServerTls`.
+typedef struct CourierClientTls CourierClientTls;
+
 // A call context. Immutable but for cancellation: every function on it is
 // thread-safe. Free each handle with `courier_ctx_free`.
 typedef struct CourierCtx CourierCtx;
@@ -96,6 +99,9 @@ typedef struct CourierMetadata CourierMetadata;
 // enum). Immutable, thread-safe.
 typedef struct CourierMethod CourierMethod;
 
+// An owned string (free with `courier_owned_str_free`).
+typedef struct CourierOwnedStr CourierOwnedStr;
+
 // The reply of a unary or client-streaming call: message, headers,
 // trailers. Immutable, thread-safe; free with `courier_reply_free`.
 typedef struct CourierReply CourierReply;
@@ -107,6 +113,11 @@ typedef struct CourierReplyBatch CourierReplyBatch;
 
 // A server whose methods are served by host threads.
 typedef struct CourierServer CourierServer;
+
+// A server's TLS settings. Immutable to callers (it reloads its files by
+// itself), thread-safe; free with `courier_server_tls_free` (servers made with
+// it keep their own reference).
+typedef struct CourierServerTls CourierServerTls;
 
 // A registration made by `courier_ctx_watch`.
 typedef struct CourierWatch CourierWatch;
@@ -124,6 +135,8 @@ typedef struct {
   uint64_t max_recv_message_size;
   // Connect timeout, milliseconds (default 20 s).
   uint64_t connect_timeout_ms;
+  // Mutual TLS (NULL: plaintext); the channel keeps its own reference.
+  const CourierClientTls *tls;
 } CourierChannelOptions;
 
 // Server settings; zero fields take the core's defaults.
@@ -132,6 +145,8 @@ typedef struct {
   uint32_t workers;
   // Largest request message accepted, bytes (default 4 MiB).
   uint64_t max_recv_message_size;
+  // Mutual TLS (NULL: plaintext); the server keeps its own reference.
+  const CourierServerTls *tls;
 } CourierServerOptions;
 
 // One call taken by `courier_server_next_batch`.
@@ -566,6 +581,85 @@ void courier_reply_batch_flush(CourierReplyBatch *batch);
 // Replies waiting in the batch.
 size_t courier_reply_batch_len(const CourierReplyBatch *batch);
 
+// Loads server TLS settings from PEM files: certificate chain (leaf first,
+// carrying the server's SPIFFE ID), key, and the CA client certificates
+// must chain to. `require_client_cert` false admits clients without a
+// certificate as unauthenticated. `handshake_timeout_ms` 0: 10 s;
+// `reload_interval_ms` 0: check the files every second, negative: never;
+// `tls13_tickets` negative: the default (1). Thread-safe.
+CourierServerTls *courier_server_tls_from_files(const uint8_t *cert,
+                                                size_t cert_len,
+                                                const uint8_t *key,
+                                                size_t key_len,
+                                                const uint8_t *ca,
+                                                size_t ca_len,
+                                                bool require_client_cert,
+                                                uint64_t handshake_timeout_ms,
+                                                int64_t reload_interval_ms,
+                                                int32_t tls13_tickets,
+                                                CourierError **err);
+
+// Frees server TLS settings. NULL is ignored.
+void courier_server_tls_free(CourierServerTls *tls);
+
+// The server's own SPIFFE ID (from its current certificate), as a new owned
+// string (free with `courier_owned_str_free`); `*out` views it. Thread-safe.
+CourierOwnedStr *courier_server_tls_identity(const CourierServerTls *tls,
+                                             CourierStr *out,
+                                             CourierError **err);
+
+// Re-reads the files now; on error the current certificates stay. Thread-safe.
+bool courier_server_tls_reload(const CourierServerTls *tls, CourierError **err);
+
+// Loads client TLS settings: the CA the server's certificate must chain to,
+// the server identity accepted (`spiffe://domain/name`, or `spiffe://domain`
+// for any identity of a trust domain; checked instead of host names), and
+// the client's certificate and key (both of length 0: none).
+// `reload_interval_ms` as for servers. Thread-safe.
+CourierClientTls *courier_client_tls_from_files(const uint8_t *ca,
+                                                size_t ca_len,
+                                                const uint8_t *server_identity,
+                                                size_t server_identity_len,
+                                                const uint8_t *cert,
+                                                size_t cert_len,
+                                                const uint8_t *key,
+                                                size_t key_len,
+                                                int64_t reload_interval_ms,
+                                                CourierError **err);
+
+// Frees client TLS settings. NULL is ignored.
+void courier_client_tls_free(CourierClientTls *tls);
+
+// Re-reads the files now; on error the current certificates stay. Thread-safe.
+bool courier_client_tls_reload(const CourierClientTls *tls, CourierError **err);
+
+// Frees an owned string. NULL is ignored.
+void courier_owned_str_free(CourierOwnedStr *s);
+
+// Creates a development CA for `trust_domain` in directory `out` (ca.pem,
+// ca.key). For tests and local setups, not production. Thread-safe.
+bool courier_devca_init(const uint8_t *trust_domain,
+                        size_t trust_domain_len,
+                        const uint8_t *out,
+                        size_t out_len,
+                        uint32_t days,
+                        CourierError **err);
+
+// Issues a certificate for `spiffe_id` from the dev CA in `ca_dir` into
+// `out` (cert.pem, key.pem; replaced if present), valid `days` (0: 365),
+// with the DNS name `dns` when not empty (for peers that check host names).
+// Thread-safe.
+bool courier_devca_issue(const uint8_t *ca_dir,
+                         size_t ca_dir_len,
+                         const uint8_t *out,
+                         size_t out_len,
+                         const uint8_t *spiffe_id,
+                         size_t spiffe_id_len,
+                         const uint8_t *dns,
+                         size_t dns_len,
+                         int64_t days,
+                         CourierError **err);
+
 // Creates a server. `opts` may be NULL (defaults). Free with
 // `courier_server_free`. Thread-safe.
 CourierServer *courier_server_new(const CourierServerOptions *opts, CourierError **err);
@@ -949,6 +1043,85 @@ CourierMetadata *courier_client_call_trailers(const CourierClientCall *call);
 // Frees a streaming call; a call still running is cancelled. No other thread
 // may use it any more. NULL is ignored.
 void courier_client_call_free(CourierClientCall *call);
+
+// Loads server TLS settings from PEM files: certificate chain (leaf first,
+// carrying the server's SPIFFE ID), key, and the CA client certificates
+// must chain to. `require_client_cert` false admits clients without a
+// certificate as unauthenticated. `handshake_timeout_ms` 0: 10 s;
+// `reload_interval_ms` 0: check the files every second, negative: never;
+// `tls13_tickets` negative: the default (1). Thread-safe.
+CourierServerTls *courier_server_tls_from_files(const uint8_t *cert,
+                                                size_t cert_len,
+                                                const uint8_t *key,
+                                                size_t key_len,
+                                                const uint8_t *ca,
+                                                size_t ca_len,
+                                                bool require_client_cert,
+                                                uint64_t handshake_timeout_ms,
+                                                int64_t reload_interval_ms,
+                                                int32_t tls13_tickets,
+                                                CourierError **err);
+
+// Frees server TLS settings. NULL is ignored.
+void courier_server_tls_free(CourierServerTls *tls);
+
+// The server's own SPIFFE ID (from its current certificate), as a new owned
+// string (free with `courier_owned_str_free`); `*out` views it. Thread-safe.
+CourierOwnedStr *courier_server_tls_identity(const CourierServerTls *tls,
+                                             CourierStr *out,
+                                             CourierError **err);
+
+// Re-reads the files now; on error the current certificates stay. Thread-safe.
+bool courier_server_tls_reload(const CourierServerTls *tls, CourierError **err);
+
+// Loads client TLS settings: the CA the server's certificate must chain to,
+// the server identity accepted (`spiffe://domain/name`, or `spiffe://domain`
+// for any identity of a trust domain; checked instead of host names), and
+// the client's certificate and key (both of length 0: none).
+// `reload_interval_ms` as for servers. Thread-safe.
+CourierClientTls *courier_client_tls_from_files(const uint8_t *ca,
+                                                size_t ca_len,
+                                                const uint8_t *server_identity,
+                                                size_t server_identity_len,
+                                                const uint8_t *cert,
+                                                size_t cert_len,
+                                                const uint8_t *key,
+                                                size_t key_len,
+                                                int64_t reload_interval_ms,
+                                                CourierError **err);
+
+// Frees client TLS settings. NULL is ignored.
+void courier_client_tls_free(CourierClientTls *tls);
+
+// Re-reads the files now; on error the current certificates stay. Thread-safe.
+bool courier_client_tls_reload(const CourierClientTls *tls, CourierError **err);
+
+// Frees an owned string. NULL is ignored.
+void courier_owned_str_free(CourierOwnedStr *s);
+
+// Creates a development CA for `trust_domain` in directory `out` (ca.pem,
+// ca.key). For tests and local setups, not production. Thread-safe.
+bool courier_devca_init(const uint8_t *trust_domain,
+                        size_t trust_domain_len,
+                        const uint8_t *out,
+                        size_t out_len,
+                        uint32_t days,
+                        CourierError **err);
+
+// Issues a certificate for `spiffe_id` from the dev CA in `ca_dir` into
+// `out` (cert.pem, key.pem; replaced if present), valid `days` (0: 365),
+// with the DNS name `dns` when not empty (for peers that check host names).
+// Thread-safe.
+bool courier_devca_issue(const uint8_t *ca_dir,
+                         size_t ca_dir_len,
+                         const uint8_t *out,
+                         size_t out_len,
+                         const uint8_t *spiffe_id,
+                         size_t spiffe_id_len,
+                         const uint8_t *dns,
+                         size_t dns_len,
+                         int64_t days,
+                         CourierError **err);
 
 #ifdef __cplusplus
 }  // extern "C"

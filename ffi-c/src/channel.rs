@@ -18,12 +18,14 @@ use crate::{bytes_arg, guard, guard_quiet, handle, str_arg, CourierError, Courie
 
 /// Channel settings; zero fields take the core's defaults.
 #[repr(C)]
-#[derive(Clone, Copy, Debug, Default)]
+#[derive(Clone, Copy, Debug)]
 pub struct CourierChannelOptions {
     /// Largest response message accepted, bytes (default 4 MiB).
     pub max_recv_message_size: u64,
     /// Connect timeout, milliseconds (default 20 s).
     pub connect_timeout_ms: u64,
+    /// Mutual TLS (NULL: plaintext); the channel keeps its own reference.
+    pub tls: *const crate::tls::CourierClientTls,
 }
 
 /// A client channel to one `host:port` target. Thread-safe: share one per
@@ -45,8 +47,9 @@ pub unsafe extern "C" fn courier_channel_new(
 ) -> *mut CourierChannel {
     guard(err, std::ptr::null_mut(), || {
         let target = str_arg(target, target_len, "target")?;
-        let opts = opts.as_ref().copied().unwrap_or_default();
+        let opts = opts.as_ref().copied().unwrap_or(CourierChannelOptions { max_recv_message_size: 0, connect_timeout_ms: 0, tls: std::ptr::null() });
         let mut config = ChannelConfig::default();
+        config.tls = opts.tls.as_ref().map(|t| t.0.clone());
         if opts.max_recv_message_size > 0 {
             config.max_recv_message_size = usize::try_from(opts.max_recv_message_size).unwrap_or(usize::MAX);
         }

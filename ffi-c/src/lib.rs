@@ -18,10 +18,12 @@ use std::panic::{catch_unwind, AssertUnwindSafe};
 pub mod channel;
 pub mod ctx;
 pub mod server;
+pub mod tls;
 
 pub use channel::*;
 pub use ctx::*;
 pub use server::*;
+pub use tls::*;
 
 use courier_core::{AppError, Code, Status};
 

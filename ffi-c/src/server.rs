@@ -85,12 +85,14 @@ fn server_error(e: ServerError) -> CourierError {
 
 /// Server settings; zero fields take the core's defaults.
 #[repr(C)]
-#[derive(Clone, Copy, Debug, Default)]
+#[derive(Clone, Copy, Debug)]
 pub struct CourierServerOptions {
     /// I/O threads (default: one per core).
     pub workers: u32,
     /// Largest request message accepted, bytes (default 4 MiB).
     pub max_recv_message_size: u64,
+    /// Mutual TLS (NULL: plaintext); the server keeps its own reference.
+    pub tls: *const crate::tls::CourierServerTls,
 }
 
 /// A server whose methods are served by host threads.
@@ -120,8 +122,9 @@ pub struct CourierCallInfo {
 #[no_mangle]
 pub unsafe extern "C" fn courier_server_new(opts: *const CourierServerOptions, err: *mut *mut CourierError) -> *mut CourierServer {
     guard(err, std::ptr::null_mut(), || {
-        let opts = opts.as_ref().copied().unwrap_or_default();
+        let opts = opts.as_ref().copied().unwrap_or(CourierServerOptions { workers: 0, max_recv_message_size: 0, tls: std::ptr::null() });
         let mut config = ServerConfig::default();
+        config.tls = opts.tls.as_ref().map(|t| t.0.clone());
         if opts.workers > 0 {
             config.workers = opts.workers as usize;
         }

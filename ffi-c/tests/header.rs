@@ -15,6 +15,7 @@ fn header_is_current() {
         .with_src(dir.join("src/server.rs"))
         .with_src(dir.join("src/ctx.rs"))
         .with_src(dir.join("src/channel.rs"))
+        .with_src(dir.join("src/tls.rs"))
         .generate()
         .expect("cbindgen failed")
         .write(&mut generated);

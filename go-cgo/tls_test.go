@@ -1,0 +1,176 @@
+package courier_test
+
+import (
+	"context"
+	"crypto/tls"
+	"crypto/x509"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"testing"
+	"time"
+
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials"
+
+	courier "github.com/courier-rpc/courier/go-cgo"
+	pb "github.com/courier-rpc/courier/go-cgo/testpb"
+)
+
+// devPKI makes a dev CA for example.org with a server (go-server) and a
+// client (ocr) certificate; returns the directory.
+func devPKI(t *testing.T) string {
+	dir := t.TempDir()
+	must := func(err error) {
+		t.Helper()
+		if err != nil {
+			t.Fatal(err)
+		}
+	}
+	must(courier.DevCAInit("example.org", filepath.Join(dir, "ca")))
+	must(courier.DevCAIssue(filepath.Join(dir, "ca"), filepath.Join(dir, "server"), "spiffe://example.org/go-server", "localhost"))
+	must(courier.DevCAIssue(filepath.Join(dir, "ca"), filepath.Join(dir, "client"), "spiffe://example.org/ocr", ""))
+	return dir
+}
+
+func startTLSServer(t *testing.T, pki string, opts ...courier.TLSOption) string {
+	st, err := courier.ServerTLSFromFiles(filepath.Join(pki, "server/cert.pem"), filepath.Join(pki, "server/key.pem"), filepath.Join(pki, "ca/ca.pem"), opts...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if st.Identity() != "spiffe://example.org/go-server" {
+		t.Fatalf("server identity %q", st.Identity())
+	}
+	s := courier.NewServer(courier.IOThreads(1), courier.WithTLS(st))
+	if err := pb.RegisterTestServer(s, &testService{}); err != nil {
+		t.Fatal(err)
+	}
+	port, err := s.Listen("127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { s.Stop(time.Second) })
+	return "localhost:" + strconv.Itoa(port)
+}
+
+func tlsClient(t *testing.T, pki, target, serverID string, withCert bool) *pb.TestClient {
+	var opts []courier.TLSOption
+	if withCert {
+		opts = append(opts, courier.ClientCert(filepath.Join(pki, "client/cert.pem"), filepath.Join(pki, "client/key.pem")))
+	}
+	ct, err := courier.ClientTLSFromFiles(filepath.Join(pki, "ca/ca.pem"), serverID, opts...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cc, err := courier.Dial(target, courier.WithClientTLS(ct))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { cc.Close() })
+	return pb.NewTestClient(cc)
+}
+
+func TestMutualTLSIdentities(t *testing.T) {
+	pki := devPKI(t)
+	target := startTLSServer(t, pki)
+	ctx := timeout(t, 10*time.Second)
+
+	r, err := tlsClient(t, pki, target, "spiffe://example.org/go-server", true).UnaryUnary(ctx, &pb.TestRequest{S: "whoami"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if r.S != "spiffe://example.org/ocr|ocr" {
+		t.Fatalf("the handler saw peer %q", r.S)
+	}
+	// A trust domain is accepted as the expected server identity too.
+	if _, err := tlsClient(t, pki, target, "spiffe://example.org", true).UnaryUnary(ctx, &pb.TestRequest{}); err != nil {
+		t.Fatal(err)
+	}
+	// The wrong server identity, and a client without a certificate, fail.
+	if _, err := tlsClient(t, pki, target, "spiffe://example.org/billing", true).UnaryUnary(ctx, &pb.TestRequest{}); courier.CodeOf(err) != courier.Unavailable {
+		t.Fatalf("wrong server identity: %v", err)
+	}
+	if _, err := tlsClient(t, pki, target, "spiffe://example.org/go-server", false).UnaryUnary(ctx, &pb.TestRequest{}); err == nil {
+		t.Fatal("a client without a certificate was served")
+	}
+
+	// Optional client certificates: a client without one is unauthenticated.
+	open := startTLSServer(t, pki, courier.OptionalClientCert())
+	r, err = tlsClient(t, pki, open, "spiffe://example.org/go-server", false).UnaryUnary(ctx, &pb.TestRequest{S: "whoami"})
+	if err != nil || r.S != "unauthenticated" {
+		t.Fatalf("optional client cert: %v %v", r, err)
+	}
+
+	// Bad files are precise errors.
+	if _, err := courier.ServerTLSFromFiles("/nonexistent/cert.pem", "k", "c"); err == nil {
+		t.Fatal("missing files accepted")
+	}
+	if _, err := courier.ClientTLSFromFiles(filepath.Join(pki, "ca/ca.pem"), "not-a-spiffe-id"); err == nil {
+		t.Fatal("bad server identity accepted")
+	}
+}
+
+// Stock grpc-go over mutual TLS against a Go Courier server.
+func TestGrpcGoClientMutualTLS(t *testing.T) {
+	pki := devPKI(t)
+	target := startTLSServer(t, pki)
+	cert, err := tls.LoadX509KeyPair(filepath.Join(pki, "client/cert.pem"), filepath.Join(pki, "client/key.pem"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	caPEM, _ := os.ReadFile(filepath.Join(pki, "ca/ca.pem"))
+	pool := x509.NewCertPool()
+	pool.AppendCertsFromPEM(caPEM)
+	creds := credentials.NewTLS(&tls.Config{Certificates: []tls.Certificate{cert}, RootCAs: pool, ServerName: "localhost"})
+	conn, err := grpc.NewClient(target, grpc.WithTransportCredentials(creds))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	resp := new(pb.TestResponse)
+	if err := conn.Invoke(timeout(t, 10*time.Second), "/courier.test.Test/UnaryUnary", &pb.TestRequest{S: "whoami"}, resp); err != nil {
+		t.Fatal(err)
+	}
+	if resp.S != "spiffe://example.org/ocr|ocr" {
+		t.Fatalf("peer %q", resp.S)
+	}
+}
+
+// Python's courier client with ClientTLS against a Go server over mTLS, and
+// the Go client against a Python server with ServerTLS.
+func TestPythonMutualTLS(t *testing.T) {
+	py := python(t)
+	pki := devPKI(t)
+	target := startTLSServer(t, pki)
+	out, err := exec.Command(py, "testdata/pytls.py", "client", pki, target).CombinedOutput()
+	if err != nil {
+		t.Fatalf("python client: %v\n%s", err, out)
+	}
+	if string(out) != "spiffe://example.org/ocr|ocr\n" {
+		t.Fatalf("python client saw %q", out)
+	}
+
+	if err := courier.DevCAIssue(filepath.Join(pki, "ca"), filepath.Join(pki, "py-server"), "spiffe://example.org/py-server", "localhost"); err != nil {
+		t.Fatal(err)
+	}
+	pyTarget := peerProcess(t, py, "testdata/pytls.py", "server", pki)
+	_, port, _ := splitHostPort(pyTarget)
+	c := tlsClient(t, pki, "localhost:"+port, "spiffe://example.org/py-server", true)
+	r, err := c.UnaryUnary(context.Background(), &pb.TestRequest{S: "over tls"})
+	if err != nil || r.S != "over tls" {
+		t.Fatalf("python server over TLS: %v %v", r, err)
+	}
+}
+
+func splitHostPort(s string) (string, string, error) {
+	for i := len(s) - 1; i >= 0; i-- {
+		if s[i] == ':' {
+			return s[:i], s[i+1:], nil
+		}
+	}
+	return s, "", nil
+}
