@@ -161,11 +161,13 @@ pub struct Closed;
 
 type Notifier = Box<dyn Fn() + Send + Sync>;
 
-/// How long a queued call may wait behind busy host threads before an idle one
-/// is woken. Below it, the busy thread takes the call with its next batch:
-/// fast handlers keep one thread pulling big batches (no GIL ping-pong), while a
-/// blocked handler holds the others up for at most this long.
-const STALL: Duration = Duration::from_millis(1);
+/// How long the busy host threads may go without taking a batch, while calls
+/// wait, before an idle thread is woken. A busy thread that keeps coming back
+/// for batches is making progress: it takes the waiting calls itself, so fast
+/// handlers keep one thread pulling big batches (no GIL ping-pong). A thread
+/// stuck in a blocked handler stops coming back: the others are held up for
+/// at most this long.
+const STALL: Duration = Duration::from_millis(2);
 
 /// Ready calls for host threads. Clone it to share; all methods are thread-safe.
 #[derive(Clone)]
@@ -186,6 +188,8 @@ struct State {
     waiting: usize,
     /// Host threads that took calls and have not asked for more yet.
     active: usize,
+    /// When a host thread last took a batch: the busy threads' progress.
+    last_take: Instant,
     watchdog: bool,
 }
 
@@ -214,7 +218,14 @@ impl HostQueue {
 
     fn build(notifier: Option<Notifier>) -> HostQueue {
         HostQueue(Arc::new(Shared {
-            state: Mutex::new(State { calls: VecDeque::new(), closed: false, waiting: 0, active: 0, watchdog: false }),
+            state: Mutex::new(State {
+                calls: VecDeque::new(),
+                closed: false,
+                waiting: 0,
+                active: 0,
+                last_take: Instant::now(),
+                watchdog: false,
+            }),
             ready: Condvar::new(),
             stall: Condvar::new(),
             notifier,
@@ -280,10 +291,11 @@ impl HostQueue {
                 st.watchdog = false;
                 return;
             }
+            // Stalled: calls have waited, and no busy thread took a batch, for STALL.
             let oldest = st.calls.iter().map(|(t, _)| *t).min();
             st = match oldest {
                 Some(t) if st.waiting > 0 => {
-                    let due = t + STALL;
+                    let due = t.max(st.last_take) + STALL;
                     let now = Instant::now();
                     if now >= due {
                         self.0.ready.notify_one();
@@ -316,6 +328,7 @@ impl HostQueue {
             let batch = take_live(&mut st.calls, max);
             if !batch.is_empty() {
                 st.active += 1;
+                st.last_take = Instant::now();
                 HELD.with(|h| h.borrow_mut().push(id));
                 return Ok(batch);
             }
