@@ -97,9 +97,28 @@ struct Registry {
     extensions: HashMap<(String, i32), String>,
 }
 
+/// The descriptors of the services built into every server (`proto/grpc/`:
+/// health v1, reflection v1 and v1alpha), as courier-stubgen encodes them;
+/// stubgen/example's tests check that this is current.
+pub const BUILTIN_DESCRIPTOR_SET: &[u8] = include_bytes!("reflection_builtin.binpb");
+
 fn registry() -> &'static RwLock<Registry> {
     static R: OnceLock<RwLock<Registry>> = OnceLock::new();
-    R.get_or_init(Default::default)
+    R.get_or_init(|| {
+        let r = RwLock::new(Registry::default());
+        let files = decode_set(BUILTIN_DESCRIPTOR_SET).unwrap_or_default();
+        add_files(&mut r.write().unwrap_or_else(|e| e.into_inner()), files).expect("built-in descriptors are valid");
+        r
+    })
+}
+
+fn decode_set(set: &[u8]) -> Result<Vec<Bytes>, prost::DecodeError> {
+    #[derive(Clone, PartialEq, Message)]
+    struct Set {
+        #[prost(bytes = "bytes", repeated, tag = "1")]
+        file: Vec<Bytes>,
+    }
+    Ok(Set::decode(set)?.file)
 }
 
 fn join(prefix: &str, name: &str) -> String {
@@ -116,7 +135,13 @@ pub fn register_file_descriptors<I>(files: I) -> Result<(), ReflectionError>
 where
     I: IntoIterator<Item = Bytes>,
 {
-    let mut reg = registry().write().unwrap_or_else(|e| e.into_inner());
+    add_files(&mut registry().write().unwrap_or_else(|e| e.into_inner()), files)
+}
+
+fn add_files<I>(reg: &mut Registry, files: I) -> Result<(), ReflectionError>
+where
+    I: IntoIterator<Item = Bytes>,
+{
     for bytes in files {
         let f = FileProto::decode(bytes.clone())?;
         if f.name.is_empty() {
@@ -176,12 +201,7 @@ where
 /// Registers every file of an encoded `FileDescriptorSet` (e.g. from
 /// `courier-stubgen --descriptor_set_out` or protox).
 pub fn register_file_descriptor_set(set: &[u8]) -> Result<(), ReflectionError> {
-    #[derive(Clone, PartialEq, Message)]
-    struct Set {
-        #[prost(bytes = "bytes", repeated, tag = "1")]
-        file: Vec<Bytes>,
-    }
-    register_file_descriptors(Set::decode(set)?.file)
+    register_file_descriptors(decode_set(set)?)
 }
 
 /// True once a file of this name is registered.
@@ -231,6 +251,7 @@ struct Response {
 }
 
 #[derive(Clone, PartialEq, prost::Oneof)]
+#[allow(clippy::enum_variant_names)] // the proto's names
 enum Resp {
     #[prost(message, tag = "4")]
     FileDescriptorResponse(FileDescriptorResponse),

@@ -208,6 +208,9 @@ def test_reflection_with_grpcurl(gen: Any, sync_server: Tuple[courier.Server, in
     described = run(target, "describe", "corpus.svc.Echo")
     assert "rpc Chat ( stream .corpus.svc.EchoRequest ) returns ( stream .corpus.svc.EchoReply )" in described
     assert "method_default_deadline_ms" in described  # options travel with the descriptors
+    # The built-in services describe too (their descriptors are in the core).
+    assert "rpc Check ( .grpc.health.v1.HealthCheckRequest ) returns ( .grpc.health.v1.HealthCheckResponse )" in run(target, "describe", "grpc.health.v1.Health")
+    assert json.loads(run("-d", '{"service": "corpus.svc.Echo"}', target, "grpc.health.v1.Health/Check")) == {"status": "SERVING"}
     msg = run(target, "describe", "corpus.common.Audit")
     assert ".google.protobuf.Timestamp when = 2;" in msg
     reply = json.loads(run("-d", '{"text": "hi", "report_deadline": true}', target, "corpus.svc.Echo/Say"))

@@ -100,10 +100,18 @@ impl Compiled {
         }
     }
 
-    /// Every file of the pool (imports first), encoded with options: what the
-    /// server reflection needs.
+    /// Every file of the pool (imports first) as an encoded `FileDescriptorSet`,
+    /// options kept, source info dropped (as `protoc --descriptor_set_out`
+    /// writes it): what server reflection serves.
     pub fn encode_file_descriptor_set(&self) -> Vec<u8> {
-        self.pool.encode_to_vec()
+        let mut out = Vec::new();
+        for f in self.pool.files() {
+            let file = crate::wire::without_fields(&f.encode_to_vec(), &[9]);
+            put_varint(&mut out, 0x0a);
+            put_varint(&mut out, file.len() as u64);
+            out.extend_from_slice(&file);
+        }
+        out
     }
 }
 

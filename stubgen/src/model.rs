@@ -60,7 +60,7 @@ impl Deadline {
             "h" => n * 3_600_000.0,
             _ => return Err(format!("bad deadline {s:?}: the unit must be ms, s, m or h (or the word none)")),
         };
-        if !(ms >= 1.0) || !ms.is_finite() || ms > 1e13 {
+        if ms.is_nan() || ms < 1.0 || !ms.is_finite() || ms > 1e13 {
             return Err(format!("bad deadline {s:?}: must be at least 1ms"));
         }
         Ok(Deadline::Default(Duration::from_millis(ms.round() as u64)))
@@ -121,7 +121,7 @@ impl DeadlineOverrides {
     }
 
     fn insert(&mut self, key: &str, d: Deadline, origin: String) {
-        let key = key.trim_start_matches('.').replace('.', ".");
+        let key = key.trim_start_matches('.').to_string();
         self.entries.insert(key, (d, origin));
     }
 

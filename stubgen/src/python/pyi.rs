@@ -500,7 +500,7 @@ impl<'a> Writer<'a> {
                     continue;
                 }
                 let field_type = self.python_type(field, false);
-                if !(is_scalar(field) && !is_repeated(field)) {
+                if !is_scalar(field) || is_repeated(field) {
                     let mut scl_field = scl.clone();
                     scl_field.extend([2, idx as i32]);
                     let p = self.property();
