@@ -10,7 +10,7 @@ VENV ?= $(CACHE)/venv
 PY := $(VENV)/bin/python
 PYTEST_WORKERS ?= 2
 
-.PHONY: demo test test-rust test-py test-go typecheck py-dev venv tools bench bench-core clean-cache
+.PHONY: demo test test-rust test-py test-go typecheck py-dev venv tools bench bench-core bench-tls clean-cache
 
 demo: py-dev
 	cargo build -q -p courier-testpeer
@@ -66,6 +66,12 @@ bench: bench-core
 
 bench-core:
 	bash bench/core/run.sh
+
+# TLS handshakes per second of server CPU, providers, tickets, mTLS vs plaintext
+# (bench/tls/README.md). ROUNDS and SECS override the defaults.
+bench-tls:
+	cargo build --release -q -p courier-bench-tls --features ring
+	python3 bench/tls/run.py --rounds $${ROUNDS:-3} --secs $${SECS:-3}
 
 clean-cache:
 	rm -rf $(CACHE)

@@ -141,7 +141,7 @@ impl ServerTls {
 
     /// The server handshake, bounded by the handshake timeout. `None` when it
     /// failed: the reason is logged and counted, and the socket is closed.
-    pub(crate) async fn accept(&self, tcp: TcpStream) -> Option<(TlsStream<TcpStream>, Option<Arc<Identity>>)> {
+    pub async fn accept(&self, tcp: TcpStream) -> Option<(TlsStream<TcpStream>, Option<Arc<Identity>>)> {
         let peer_addr = tcp.peer_addr().map(|a| a.to_string()).unwrap_or_else(|_| "?".into());
         let acceptor = tokio_rustls::TlsAcceptor::from(self.0.current.load_full());
         let timeout = self.0.cfg.handshake_timeout;
