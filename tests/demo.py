@@ -7,6 +7,10 @@ the Courier Python client (every call kind, a deadline, an app error), the
 Courier Rust client (`courier-test-client --case demo`) and a stock grpcio
 client, prints a transcript, stops the server gracefully, and exits 0 only if
 everything worked.
+
+Everything runs over mutual TLS with identities from a dev CA made for the
+occasion in a temp dir (`courier ca init` / `courier ca issue`): the server
+checks each client's SPIFFE ID, the Courier clients check the server's.
 """
 
 from __future__ import annotations
@@ -36,12 +40,36 @@ def generate(out: str) -> tuple[Any, Any]:
     return importlib.import_module("test_pb2"), importlib.import_module("test_pb2_grpc")
 
 
-def python_client(pb: Any, target: str) -> None:
+TRUST_DOMAIN = "demo.example"
+SERVER_ID = f"spiffe://{TRUST_DOMAIN}/demo-server"
+
+
+def make_pki(root: Path) -> Path:
+    """A dev CA and one identity per party, with the `courier ca` command."""
+    def ca(*args: str) -> None:
+        subprocess.run([sys.executable, "-m", "courier", "ca", *args], check=True, timeout=60, stdout=subprocess.DEVNULL)
+
+    ca("init", "--trust-domain", TRUST_DOMAIN, "--out", str(root / "ca"))
+    for name in ("demo-server", "python-client", "rust-client", "grpcio-client"):
+        # IP and DNS SANs too: grpcio checks the host name it dialled.
+        ca("issue", "--ca", str(root / "ca"), "--id", f"spiffe://{TRUST_DOMAIN}/{name}", "--out", str(root / name),
+           "--ip", "127.0.0.1", "--dns", "localhost")
+    return root
+
+
+def client_tls(pki: Path, name: str) -> Any:
+    import courier
+
+    d = pki / name
+    return courier.ClientTLS.from_files(cert=d / "cert.pem", key=d / "key.pem", ca=pki / "ca" / "ca.pem", server_identity=SERVER_ID)
+
+
+def python_client(pb: Any, target: str, pki: Path) -> None:
     import courier
     from testservice import make_service
 
     svc = make_service(pb)
-    ch = courier.Channel(target)
+    ch = courier.Channel(target, tls=client_tls(pki, "python-client"))
     ctx = courier.Context.background().with_timeout(5)
     r = ch.unary(ctx, svc.method("UnaryUnary"), pb.TestRequest(s="hello", report_deadline=True))
     print(f"  UnaryUnary    s='hello' -> s={r.s!r}; the server saw {r.deadline_ms} ms of a 5 s deadline, request id {r.request_id}")
@@ -64,10 +92,16 @@ def python_client(pb: Any, target: str) -> None:
         print(f"  app error     -> {e.code.name}, {e.app_error_enum} value {e.app_error}")
 
 
-def grpcio_client(pb: Any, pb_grpc: Any, target: str) -> None:
+def grpcio_client(pb: Any, pb_grpc: Any, target: str, pki: Path) -> None:
     import grpc
 
-    with grpc.insecure_channel(target) as ch:
+    d = pki / "grpcio-client"
+    creds = grpc.ssl_channel_credentials(
+        root_certificates=(pki / "ca" / "ca.pem").read_bytes(),
+        private_key=(d / "key.pem").read_bytes(),
+        certificate_chain=(d / "cert.pem").read_bytes(),
+    )
+    with grpc.secure_channel(target, creds) as ch:
         stub = pb_grpc.TestStub(ch)
         req = pb.TestRequest(s="hello from grpcio", echo_header="x-demo", report_deadline=True)
         resp, call = stub.UnaryUnary.with_call(req, metadata=(("x-demo", "demo-metadata"),), timeout=2)
@@ -83,22 +117,38 @@ def main() -> int:
     sys.path.insert(0, str(REPO / "py" / "tests"))
     with tempfile.TemporaryDirectory() as gen:
         pb, pb_grpc = generate(gen)
+        import courier
         from testservice import start_sync_server
 
-        server, port, _ = start_sync_server(pb, max_concurrency=8)
+        pki = make_pki(Path(gen) / "pki")
+        d = pki / "demo-server"
+        tls = courier.ServerTLS.from_files(cert=d / "cert.pem", key=d / "key.pem", ca=pki / "ca" / "ca.pem")
+        server, port, _ = start_sync_server(pb, max_concurrency=8, tls=tls)
         target = f"127.0.0.1:{port}"
         try:
-            print(f"== Courier server, Python handlers (courier.Server), on {target}\n")
+            print(f"== Courier server, Python handlers (courier.Server), on {target}")
+            print(f"   mutual TLS as {tls.identity}; dev CA for spiffe://{TRUST_DOMAIN} in a temp dir\n")
             print("== Courier client (Python)")
-            python_client(pb, target)
+            python_client(pb, target, pki)
             print("\n== Courier client (Rust): courier-test-client --case demo")
-            r = subprocess.run([str(client), "--target", target, "--case", "demo"], capture_output=True, text=True, timeout=60)
+            rust = pki / "rust-client"
+            r = subprocess.run([str(client), "--target", target, "--case", "demo", "--tls-ca", str(pki / "ca" / "ca.pem"),
+                                "--tls-cert", str(rust / "cert.pem"), "--tls-key", str(rust / "key.pem"),
+                                "--server-identity", SERVER_ID], capture_output=True, text=True, timeout=60)
             print(r.stdout + r.stderr, end="")
             if r.returncode != 0:
                 print(f"demo: courier-test-client exited {r.returncode}", file=sys.stderr)
                 return 1
             print("\n== stock grpcio client (Python)")
-            grpcio_client(pb, pb_grpc, target)
+            grpcio_client(pb, pb_grpc, target, pki)
+            print("\n== client identities the server verified (TLS handshakes)")
+            seen = [h for h in courier.tls_stats()["handshakes"] if h["side"] == "server"]
+            for h in seen:
+                print(f"  {h['peer']}: {h['full']} full, {h['resumed']} resumed")
+            # Counted by the server in this process, the Rust client's handshake included.
+            if {h["peer"] for h in seen} != {f"spiffe://{TRUST_DOMAIN}/{n}" for n in ("python-client", "rust-client", "grpcio-client")}:
+                print("demo: the server did not see the three client identities", file=sys.stderr)
+                return 1
         finally:
             t0 = time.monotonic()
             server.stop(2.0)
