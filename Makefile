@@ -50,6 +50,18 @@ $(CACHE)/bin/.grpcurl-$(GRPCURL_VERSION).stamp:
 	GOBIN=$(CACHE)/bin go install github.com/fullstorydev/grpcurl/cmd/grpcurl@$(GRPCURL_VERSION)
 	touch $@
 
+# Jaeger all-in-one (in-memory storage) for the tracing test, built in a module
+# of its own (its go.mod has replace directives, which `go install` refuses).
+JAEGER_VERSION := v1.76.0
+tools: $(CACHE)/bin/.jaeger-$(JAEGER_VERSION).stamp
+
+$(CACHE)/bin/.jaeger-$(JAEGER_VERSION).stamp:
+	mkdir -p $(CACHE)/bin $(CACHE)/jaeger-build
+	cd $(CACHE)/jaeger-build && { [ -f go.mod ] || go mod init courier-jaeger-build; } \
+	  && go get -tool github.com/jaegertracing/jaeger/cmd/jaeger@$(JAEGER_VERSION) \
+	  && go build -o $(CACHE)/bin/jaeger github.com/jaegertracing/jaeger/cmd/jaeger
+	touch $@
+
 # The Python package, built from this tree into the venv (debug build, editable).
 py-dev: venv
 	VIRTUAL_ENV=$(VENV) $(VENV)/bin/maturin develop -q

@@ -79,6 +79,8 @@ pub struct Reply {
 pub struct Channel {
     grpc: tonic::client::Grpc<tonic::transport::Channel>,
     target: Arc<str>,
+    /// This channel's calls in `/rpcz`.
+    obs: Arc<crate::stats::ChannelStats>,
 }
 
 impl std::fmt::Debug for Channel {
@@ -154,7 +156,7 @@ impl Channel {
         let grpc = tonic::client::Grpc::new(channel)
             .max_decoding_message_size(config.max_recv_message_size)
             .max_encoding_message_size(usize::MAX);
-        Ok(Channel { grpc, target: target.into() })
+        Ok(Channel { grpc, target: target.into(), obs: crate::stats::ChannelStats::new(target) })
     }
 
     pub fn target(&self) -> &str {
@@ -192,7 +194,8 @@ impl Channel {
     {
         let path = PathAndQuery::try_from(method.path()).map_err(|e| Status::internal(format!("bad method path: {e}")))?;
         let deadline = method.effective_deadline(Instant::now(), ctx.deadline());
-        let headers = outgoing_headers(ctx, deadline, metadata)?;
+        let mut headers = outgoing_headers(ctx, deadline, metadata)?;
+        let mut obs = crate::stats::ClientCall::start(&self.obs, method, &mut headers);
         let mut req = tonic::Request::new(requests);
         *req.metadata_mut() = MetadataMap::from_headers(headers);
         let mut grpc = self.grpc.clone();
@@ -200,9 +203,12 @@ impl Channel {
             grpc.ready().await.map_err(|e| Status::unavailable(format!("connection not ready: {e}")))?;
             grpc.streaming(req, path, BytesCodec).await.map_err(from_tonic)
         };
-        let resp = bounded(ctx, deadline, start).await.map_err(downstream)?;
+        let resp = bounded(ctx, deadline, start).await.map_err(|s| {
+            obs.finish(s.code());
+            downstream(s)
+        })?;
         let (md, body, _) = resp.into_parts();
-        Ok(ReplyStream { inner: body, headers: md.into_headers(), trailers: None, deadline, ctx: ctx.clone() })
+        Ok(ReplyStream { inner: body, headers: md.into_headers(), trailers: None, deadline, ctx: ctx.clone(), obs })
     }
 }
 
@@ -213,6 +219,8 @@ pub struct ReplyStream {
     trailers: Option<HeaderMap>,
     deadline: Option<Instant>,
     ctx: Ctx,
+    /// Stats and trace span, ended with the call's status.
+    obs: crate::stats::ClientCall,
 }
 
 impl ReplyStream {
@@ -237,9 +245,17 @@ impl ReplyStream {
             inner.message().await.map_err(from_tonic)
         })
         .await
-        .map_err(downstream)?;
+        .map_err(|s| {
+            self.obs.finish(s.code());
+            downstream(s)
+        })?;
         if next.is_none() {
-            let t = self.inner.trailers().await.map_err(|s| downstream(from_tonic(s)))?;
+            let t = self.inner.trailers().await.map_err(|s| {
+                let s = from_tonic(s);
+                self.obs.finish(s.code());
+                downstream(s)
+            })?;
+            self.obs.finish(crate::status::Code::Ok);
             let mut t = t.map(MetadataMap::into_headers).unwrap_or_default();
             for k in ["grpc-status", "grpc-message", "grpc-status-details-bin"] {
                 t.remove(k);

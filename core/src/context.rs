@@ -1,7 +1,7 @@
 //! `Ctx`: what a call knows about itself (deadline, cancellation, peer, method,
 //! request id, metadata) and what an outgoing call made with it propagates.
 
-use std::sync::atomic::{AtomicU8, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicU8, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
@@ -53,6 +53,8 @@ struct Inner {
     metadata: HeaderMap,
     /// Response headers and trailers set by a server handler (rarely used: boxed).
     reply_meta: Mutex<Option<Box<(HeaderMap, HeaderMap)>>>,
+    /// Time the call waited in a queue before its handler started (ns + 1; 0: none).
+    queue_wait_ns: AtomicU64,
 }
 
 impl std::fmt::Debug for Ctx {
@@ -81,6 +83,7 @@ impl Ctx {
             request_id: OnceLock::new(),
             metadata: HeaderMap::new(),
             reply_meta: Mutex::new(None),
+            queue_wait_ns: AtomicU64::new(0),
         }
     }
 
@@ -251,6 +254,20 @@ impl Ctx {
     /// The request id: the caller's `x-request-id`, or one made on first use.
     pub fn request_id(&self) -> &str {
         self.0.request_id.get_or_init(new_request_id)
+    }
+
+    /// How long the call waited in a queue before its handler started (server ctx).
+    pub fn queue_wait(&self) -> Option<Duration> {
+        match self.0.queue_wait_ns.load(Ordering::Relaxed) {
+            0 => None,
+            n => Some(Duration::from_nanos(n - 1)),
+        }
+    }
+
+    /// Records the queue wait (set by whatever queue the call went through).
+    pub fn set_queue_wait(&self, wait: Duration) {
+        let n = u64::try_from(wait.as_nanos()).unwrap_or(u64::MAX - 1);
+        self.0.queue_wait_ns.store(n.saturating_add(1), Ordering::Relaxed);
     }
 
     /// The incoming call's metadata (request headers) on a server ctx.

@@ -8,14 +8,17 @@
 pub mod call;
 pub mod client;
 pub mod context;
+pub mod debug;
 pub mod health;
 pub mod host;
 pub mod metadata;
 pub mod method;
 pub mod reflection;
 pub mod server;
+pub mod stats;
 pub mod status;
 pub mod tls;
+pub mod trace;
 pub mod wire;
 
 pub use call::{BoxFuture, Handler, RequestStream, ResponseSender};

@@ -38,6 +38,8 @@ pub struct MethodDesc {
     kind: MethodKind,
     deadline: DeadlinePolicy,
     app_error_enum: Option<Arc<str>>,
+    /// Stats of this method (see `stats`), shared by clones.
+    obs: Arc<crate::stats::DescSlot>,
 }
 
 /// A method path that is not `/package.Service/Method`.
@@ -55,7 +57,7 @@ impl MethodDesc {
         if !ok {
             return Err(InvalidPath(path.to_string()));
         }
-        Ok(MethodDesc { path: path.into(), kind, deadline, app_error_enum: None })
+        Ok(MethodDesc { path: path.into(), kind, deadline, app_error_enum: None, obs: Default::default() })
     }
 
     /// Names the proto enum (full name) whose values this method returns as app errors.
@@ -69,6 +71,9 @@ impl MethodDesc {
     }
     pub(crate) fn path_arc(&self) -> &Arc<str> {
         &self.path
+    }
+    pub(crate) fn obs_slot(&self) -> &crate::stats::DescSlot {
+        &self.obs
     }
     /// `package.Service`.
     pub fn service(&self) -> &str {

@@ -8,6 +8,7 @@ use pyo3::prelude::*;
 mod asyncio;
 mod channel;
 mod ctx;
+mod debug;
 mod errors;
 mod reflection;
 mod server;
@@ -27,6 +28,7 @@ fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(reflection::register_file_descriptors, m)?)?;
     m.add_function(wrap_pyfunction!(stubgen::stubgen_main, m)?)?;
     tls::register(m)?;
+    debug::register(m)?;
     m.add("__version__", env!("CARGO_PKG_VERSION"))?;
     Ok(())
 }

@@ -92,9 +92,15 @@ pub struct Server {
 #[pymethods]
 impl Server {
     #[new]
-    #[pyo3(signature = (*, workers=None, max_recv_message_size=None, event_loop=false, tls=None))]
-    fn new(workers: Option<usize>, max_recv_message_size: Option<usize>, event_loop: bool, tls: Option<PyRef<'_, crate::tls::ServerTls>>) -> PyResult<Server> {
-        let mut config = ServerConfig::default();
+    #[pyo3(signature = (*, workers=None, max_recv_message_size=None, event_loop=false, tls=None, debug_addr=None))]
+    fn new(
+        workers: Option<usize>,
+        max_recv_message_size: Option<usize>,
+        event_loop: bool,
+        tls: Option<PyRef<'_, crate::tls::ServerTls>>,
+        debug_addr: Option<String>,
+    ) -> PyResult<Server> {
+        let mut config = ServerConfig { debug_addr, ..ServerConfig::default() };
         if let Some(w) = workers {
             if w == 0 {
                 return Err(value_error("workers must be at least 1"));
@@ -137,6 +143,12 @@ impl Server {
     fn shutdown(&self, py: Python<'_>, grace: f64) {
         let grace = Duration::from_secs_f64(if grace.is_finite() { grace.max(0.0) } else { 0.0 });
         py.detach(|| self.server.shutdown(grace));
+    }
+
+    /// The debug server's address once started (`127.0.0.1:PORT` or `unix:/path`).
+    #[getter]
+    fn debug_addr(&self) -> Option<String> {
+        self.server.debug_addr()
     }
 
     #[getter]

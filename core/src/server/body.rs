@@ -119,13 +119,13 @@ impl StreamBody {
         if let Some(t) = self.task.take() {
             t.abort();
         }
-        if let Some(g) = self.guard.take() {
-            g.finish();
-        }
         let status = match result {
             Ok(()) => Status::new(crate::status::Code::Ok, ""),
             Err(s) => s.at_boundary(),
         };
+        if let Some(g) = self.guard.take() {
+            g.finish(status.code());
+        }
         let mut trailers = HeaderMap::new();
         super::dispatch::write_reply_trailers(&self.ctx, &status, &mut trailers);
         Poll::Ready(Some(Ok(Frame::trailers(trailers))))

@@ -24,6 +24,8 @@ const GRPC_CONTENT_TYPE: HeaderValue = HeaderValue::from_static("application/grp
 /// Per-connection facts every call on it shares.
 pub(crate) struct ConnInfo {
     pub(crate) peer: Option<Arc<Identity>>,
+    /// This connection in `/rpcz` (stream counts, peer).
+    pub(crate) obs: Arc<crate::stats::ConnStats>,
 }
 
 /// Cancels the call's ctx if dropped before the call finished: hyper drops the
@@ -31,10 +33,16 @@ pub(crate) struct ConnInfo {
 pub(crate) struct CallGuard {
     ctx: Option<Ctx>,
     shared: Arc<Shared>,
+    /// Stats and trace span of the call, ended with the status sent.
+    obs: Option<crate::stats::ServerCall>,
 }
 
 impl CallGuard {
-    pub(crate) fn finish(mut self) {
+    /// The call was answered with `code`.
+    pub(crate) fn finish(mut self, code: Code) {
+        if let Some(o) = self.obs.take() {
+            o.finish(code, self.ctx.as_ref());
+        }
         self.ctx = None;
     }
 }
@@ -50,6 +58,10 @@ impl Drop for CallGuard {
                 CancelReason::Cancelled
             };
             ctx.cancel(reason);
+            if let Some(o) = self.obs.take() {
+                let code = if reason == CancelReason::DeadlineExceeded { Code::DeadlineExceeded } else { Code::Cancelled };
+                o.finish(code, Some(&ctx));
+            }
         }
     }
 }
@@ -89,12 +101,17 @@ pub(crate) async fn dispatch(
         },
     };
     let deadline = entry.desc.effective_deadline(now, caller_deadline);
-    let (parts, body) = req.into_parts();
+    let (mut parts, body) = req.into_parts();
+    let obs = crate::stats::ServerCall::start(&entry.desc, conn.peer.as_ref(), Some(&conn.obs), &mut parts.headers, now);
     let ctx = Ctx::for_server_call(entry.desc.path_arc().clone(), deadline, conn.peer.clone(), parts.headers);
     if ctx.is_expired() {
+        obs.finish(Code::DeadlineExceeded, Some(&ctx));
         return Ok(trailers_only(Some(&ctx), Status::deadline_exceeded("deadline exceeded before the call started")));
     }
-    let guard = CallGuard { ctx: Some(ctx.clone()), shared: shared.clone() };
+    let guard = CallGuard { ctx: Some(ctx.clone()), shared: shared.clone(), obs: Some(obs) };
+    // The method's queue (admission) goes between these two: size and wait.
+    let queued = crate::stats::QueueWait::enter(&entry.desc);
+    queued.leave(&ctx);
     let requests = RequestStream::new(body, shared.config.max_recv_message_size);
     Ok(run(entry, ctx, requests, guard).await)
 }
@@ -224,7 +241,11 @@ async fn stream_response(
 }
 
 fn unary_response(guard: CallGuard, ctx: &Ctx, r: Result<bytes::Bytes, Status>) -> Response<ReplyBody> {
-    guard.finish();
+    guard.finish(match &r {
+        Ok(_) => Code::Ok,
+        Err(s) if s.is_downstream() => Code::Unknown,
+        Err(s) => s.code(),
+    });
     match r {
         Ok(msg) => {
             let mut trailers = HeaderMap::new();

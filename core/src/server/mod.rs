@@ -82,6 +82,9 @@ pub struct ServerConfig {
     pub http2: Http2Config,
     /// Mutual TLS; `None` serves plaintext HTTP/2.
     pub tls: Option<crate::tls::ServerTls>,
+    /// The debug (admin) server's address: `127.0.0.1:PORT` or `unix:/path`
+    /// (see `debug`); `None`: no debug server.
+    pub debug_addr: Option<String>,
 }
 
 impl Default for ServerConfig {
@@ -91,6 +94,7 @@ impl Default for ServerConfig {
             max_recv_message_size: DEFAULT_MAX_RECV_MESSAGE_SIZE,
             http2: Http2Config::default(),
             tls: None,
+            debug_addr: None,
         }
     }
 }
@@ -115,6 +119,13 @@ pub enum ServerError {
 pub(crate) struct Entry {
     desc: Arc<MethodDesc>,
     handler: Handler,
+}
+
+impl Entry {
+    fn new(desc: MethodDesc, handler: Handler) -> Entry {
+        crate::stats::register_server_method(&desc);
+        Entry { desc: Arc::new(desc), handler }
+    }
 }
 
 /// What every I/O thread shares, immutable once started (but for the flags).
@@ -151,6 +162,8 @@ pub struct Server {
     state: Mutex<State>,
     health: HealthReporter,
     local_addrs: Mutex<Vec<SocketAddr>>,
+    /// Listeners in `/rpcz`, and the debug server.
+    obs: crate::debug::ServerObs,
 }
 
 impl Server {
@@ -158,13 +171,14 @@ impl Server {
         let health = HealthReporter::new();
         let mut router = HashMap::new();
         for (desc, handler) in health.methods().into_iter().chain(crate::reflection::methods(health.clone())) {
-            router.insert(desc.path().into(), Entry { desc: Arc::new(desc), handler });
+            router.insert(desc.path().into(), Entry::new(desc, handler));
         }
         Server {
             config,
             state: Mutex::new(State::Building { router, listeners: Vec::new(), hosts: Vec::new() }),
             health,
             local_addrs: Mutex::new(Vec::new()),
+            obs: Default::default(),
         }
     }
 
@@ -190,7 +204,7 @@ impl Server {
             hosts.push(q.clone());
         }
         self.health.set_serving(desc.service(), crate::health::ServingStatus::Serving);
-        router.insert(desc.path().into(), Entry { desc: Arc::new(desc), handler });
+        router.insert(desc.path().into(), Entry::new(desc, handler));
         Ok(())
     }
 
@@ -205,6 +219,7 @@ impl Server {
         let local = l.local_addr().map_err(bind_err)?;
         listeners.push(l);
         self.local_addrs.lock().unwrap_or_else(|e| e.into_inner()).push(local);
+        self.obs.listening(local);
         Ok(local)
     }
 
@@ -223,6 +238,10 @@ impl Server {
         if listeners.is_empty() {
             *st = State::Building { router, listeners, hosts };
             return Err(ServerError::NoListener);
+        }
+        if let Err(e) = self.obs.start_debug(&self.config, &self.local_addrs(), None) {
+            *st = State::Building { router, listeners, hosts };
+            return Err(e);
         }
         let workers = self.config.workers.max(1);
         let shared = Arc::new(Shared { router, config: self.config.clone(), hard_stop: AtomicBool::new(false) });
@@ -303,6 +322,12 @@ impl Server {
         for h in hosts {
             h.close();
         }
+        self.obs.stop();
+    }
+
+    /// The debug server's address once started (`127.0.0.1:PORT` or `unix:/path`).
+    pub fn debug_addr(&self) -> Option<String> {
+        self.obs.debug_addr()
     }
 
     /// True between `start` and the end of `shutdown`.
@@ -441,8 +466,9 @@ async fn accept_loop(
 
 async fn serve_conn(stream: TcpStream, shared: Arc<Shared>, phase: watch::Receiver<Phase>) {
     let _ = stream.set_nodelay(true);
+    let obs = crate::stats::ConnStats::open(stream.peer_addr().ok(), stream.local_addr().ok());
     let Some(tls) = shared.config.tls.clone() else {
-        return serve_h2(TokioIo::new(stream), None, shared, phase).await;
+        return serve_h2(TokioIo::new(stream), None, obs, shared, phase).await;
     };
     // The handshake runs in this connection's own task under its own timeout:
     // a stalled client holds only its socket, and only until then.
@@ -452,11 +478,17 @@ async fn serve_conn(stream: TcpStream, shared: Arc<Shared>, phase: watch::Receiv
         _ = drain.wait_for(|p| *p >= Phase::Draining) => None,
     };
     if let Some((stream, peer)) = accepted {
-        serve_h2(TokioIo::new(stream), peer, shared, phase).await;
+        serve_h2(TokioIo::new(stream), peer, obs, shared, phase).await;
     }
 }
 
-async fn serve_h2<I>(io: I, peer: Option<Arc<crate::Identity>>, shared: Arc<Shared>, mut phase: watch::Receiver<Phase>)
+async fn serve_h2<I>(
+    io: I,
+    peer: Option<Arc<crate::Identity>>,
+    obs: Arc<crate::stats::ConnStats>,
+    shared: Arc<Shared>,
+    mut phase: watch::Receiver<Phase>,
+)
 where
     I: hyper::rt::Read + hyper::rt::Write + Unpin + Send + 'static,
 {
@@ -471,7 +503,7 @@ where
         .max_concurrent_streams(h2c.max_concurrent_streams)
         .keep_alive_interval(h2c.keepalive_interval)
         .keep_alive_timeout(h2c.keepalive_timeout);
-    let info = Arc::new(ConnInfo { peer });
+    let info = Arc::new(ConnInfo { peer, obs });
     let svc_shared = shared.clone();
     let svc = hyper::service::service_fn(move |req| dispatch::dispatch(svc_shared.clone(), info.clone(), req));
     let conn = b.serve_connection(io, svc);

@@ -149,14 +149,16 @@ impl ServerTls {
             Ok(Ok(s)) => s,
             Ok(Err(e)) => {
                 let (reason, msg) = classify(&e);
-                tracing::warn!(peer = %peer_addr, reason = reason.as_str(), "TLS handshake failed: {msg}");
+                // Counted before logged: the peer has the alert already, and a
+                // log line to stderr can take longer than its reaction.
                 count_error(Side::Server, reason, &msg);
+                tracing::warn!(peer = %peer_addr, reason = reason.as_str(), "TLS handshake failed: {msg}");
                 return None;
             }
             Err(_) => {
                 let msg = format!("the TLS handshake did not finish within {timeout:?}");
-                tracing::warn!(peer = %peer_addr, reason = "timeout", "TLS handshake failed: {msg}");
                 count_error(Side::Server, super::ErrorReason::Timeout, &msg);
+                tracing::warn!(peer = %peer_addr, reason = "timeout", "TLS handshake failed: {msg}");
                 return None;
             }
         };

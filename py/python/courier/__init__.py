@@ -10,6 +10,8 @@ from __future__ import annotations
 
 from . import _core
 from ._channel import Channel, Metadata, MetadataValue, ReplyIterator
+from ._debug import configure_tracing, flush_tracing, metrics_text, shutdown_tracing
+from ._debug import install as _install_debug_pages
 from ._errors import AbortError, AppError, RpcError, StatusCode, abort
 from ._reflection import register_descriptor
 from ._service import NO_DEADLINE, AppErrorEnum, Method, MethodKind, Service
@@ -18,6 +20,7 @@ from ._tls import ClientTLS, ServerTLS, tls_stats
 
 Context = _core.Context
 __version__: str = _core.__version__
+_install_debug_pages()
 
 __all__ = [
     "AbortError",
@@ -38,6 +41,10 @@ __all__ = [
     "Service",
     "StatusCode",
     "abort",
+    "configure_tracing",
+    "flush_tracing",
+    "metrics_text",
     "register_descriptor",
+    "shutdown_tracing",
     "tls_stats",
 ]

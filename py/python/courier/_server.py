@@ -25,6 +25,8 @@ class Server:
 
     `workers`: I/O threads of the core (default: one per core).
     `max_concurrency`: Python handler threads, i.e. handlers running at once.
+    `debug_addr`: the debug (admin) server, `127.0.0.1:PORT` or `unix:/path`
+    (`/metrics`, `/rpcz`, `/deps`, ... and the admin page at `/`).
     """
 
     def __init__(
@@ -34,10 +36,11 @@ class Server:
         max_concurrency: int = 32,
         max_recv_message_size: Optional[int] = None,
         tls: Optional[_core.ServerTLS] = None,
+        debug_addr: Optional[str] = None,
     ) -> None:
         if max_concurrency < 1:
             raise ValueError("max_concurrency must be at least 1")
-        self._core = _core.Server(tls=tls, workers=workers, max_recv_message_size=max_recv_message_size)
+        self._core = _core.Server(tls=tls, workers=workers, max_recv_message_size=max_recv_message_size, debug_addr=debug_addr)
         self._max_concurrency = max_concurrency
         self._runners: List[Callable[[_core.Call], None]] = []
         self._threads: List[threading.Thread] = []
@@ -61,6 +64,11 @@ class Server:
     def listen(self, address: str) -> int:
         """Binds `address` ("host:port"; port 0 picks one) and returns the port."""
         return self._core.listen(address)
+
+    @property
+    def debug_addr(self) -> Optional[str]:
+        """The debug server's address once started (`127.0.0.1:PORT` or `unix:/path`)."""
+        return self._core.debug_addr
 
     def set_serving(self, service: str, serving: bool) -> None:
         """Sets a service's status in the built-in `grpc.health.v1` service."""

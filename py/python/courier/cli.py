@@ -1,5 +1,6 @@
 """The `courier` command: `courier ca ...` (the development CA of the TLS
-layer). Subcommands live in their own modules, imported when used."""
+layer) and `courier deps URL...` (the merged dependency graph of several
+services' debug servers). Subcommands live in their own modules, imported when used."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ from typing import List, Optional
 _USAGE = """usage: courier <command> [args]
 
 commands:
+  deps URL...   merge the /deps of several debug servers into one graph (SVG, DOT or JSON)
   ca ...        development CA: make a CA and SPIFFE certificates for mutual TLS
 """
 
@@ -19,6 +21,10 @@ def main(argv: Optional[List[str]] = None) -> int:
         print(_USAGE, end="")
         return 0 if args else 2
     cmd, rest = args[0], args[1:]
+    if cmd == "deps":
+        from ._deps import main as deps_main
+
+        return deps_main(rest)
     if cmd == "ca":
         from ._ca import main as ca_main
 

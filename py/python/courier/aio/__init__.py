@@ -165,8 +165,17 @@ async def _aiter(items: Union[AsyncIterable[Any], Iterable[Any]]) -> AsyncIterat
 class Server:
     """A Courier server whose handlers are `async def` functions on this loop."""
 
-    def __init__(self, *, workers: Optional[int] = None, max_recv_message_size: Optional[int] = None, tls: Optional[_core.ServerTLS] = None) -> None:
-        self._core = _core.Server(tls=tls, workers=workers, max_recv_message_size=max_recv_message_size, event_loop=True)
+    def __init__(
+        self,
+        *,
+        workers: Optional[int] = None,
+        max_recv_message_size: Optional[int] = None,
+        tls: Optional[_core.ServerTLS] = None,
+        debug_addr: Optional[str] = None,
+    ) -> None:
+        self._core = _core.Server(
+            tls=tls, workers=workers, max_recv_message_size=max_recv_message_size, event_loop=True, debug_addr=debug_addr
+        )
         self._handlers: List[Tuple[Method[Any, Any], Callable[..., Any]]] = []
         self._runners: List[Callable[[_core.Call], None]] = []
         self._loop: Optional[asyncio.AbstractEventLoop] = None
@@ -187,6 +196,11 @@ class Server:
 
     def listen(self, address: str) -> int:
         return self._core.listen(address)
+
+    @property
+    def debug_addr(self) -> Optional[str]:
+        """The debug server's address once started (`127.0.0.1:PORT` or `unix:/path`)."""
+        return self._core.debug_addr
 
     def set_serving(self, service: str, serving: bool) -> None:
         self._core.set_serving(service, serving)
