@@ -11,7 +11,7 @@ use rustls::HandshakeKind;
 use tokio::net::TcpStream;
 use tokio_rustls::server::TlsStream;
 
-use super::identity::identity_of_cert;
+use super::identity::IdentityCache;
 use super::reload::{watch, Reloadable};
 use super::stats::{count_error, count_handshake, Side};
 use super::verify::SpiffeClientVerifier;
@@ -59,6 +59,7 @@ impl ServerTlsConfig {
 
 struct Inner {
     cfg: ServerTlsConfig,
+    identities: Arc<IdentityCache>,
     current: ArcSwap<rustls::ServerConfig>,
     identity: ArcSwap<Identity>,
 }
@@ -77,7 +78,7 @@ impl std::fmt::Debug for ServerTls {
     }
 }
 
-fn build(cfg: &ServerTlsConfig) -> Result<(rustls::ServerConfig, Identity), TlsError> {
+fn build(cfg: &ServerTlsConfig, identities: &Arc<IdentityCache>) -> Result<(rustls::ServerConfig, Identity), TlsError> {
     let provider = Arc::new(provider(cfg.key_exchange));
     let certs = load_certs("certificate", &cfg.cert)?;
     let own = check_own_identity(&cfg.cert, &certs)?;
@@ -86,7 +87,7 @@ fn build(cfg: &ServerTlsConfig) -> Result<(rustls::ServerConfig, Identity), TlsE
     let builder = WebPkiClientVerifier::builder_with_provider(roots, provider.clone());
     let builder = if cfg.require_client_cert { builder } else { builder.allow_unauthenticated() };
     let inner = builder.build().map_err(|e| TlsError::Config(format!("CA {}: {e}", cfg.ca.display())))?;
-    let verifier = Arc::new(SpiffeClientVerifier { inner });
+    let verifier = Arc::new(SpiffeClientVerifier { inner, identities: identities.clone() });
     let mut sc = rustls::ServerConfig::builder_with_provider(provider)
         .with_protocol_versions(TLS_VERSIONS)
         .map_err(|e| TlsError::Config(e.to_string()))?
@@ -106,9 +107,10 @@ fn build(cfg: &ServerTlsConfig) -> Result<(rustls::ServerConfig, Identity), TlsE
 impl ServerTls {
     /// Loads the files and starts watching them (when `reload_interval` is set).
     pub fn new(cfg: ServerTlsConfig) -> Result<ServerTls, TlsError> {
-        let (sc, own) = build(&cfg)?;
+        let identities = Arc::new(IdentityCache::default());
+        let (sc, own) = build(&cfg, &identities)?;
         let interval = cfg.reload_interval;
-        let inner = Arc::new(Inner { cfg, current: ArcSwap::from_pointee(sc), identity: ArcSwap::from_pointee(own) });
+        let inner = Arc::new(Inner { cfg, identities, current: ArcSwap::from_pointee(sc), identity: ArcSwap::from_pointee(own) });
         if let Some(i) = interval {
             let paths = vec![inner.cfg.cert.clone(), inner.cfg.key.clone(), inner.cfg.ca.clone()];
             let weak: Weak<dyn Reloadable> = Arc::downgrade(&inner) as Weak<dyn Reloadable>;
@@ -119,7 +121,7 @@ impl ServerTls {
 
     /// Rebuilds from the files now; on error the current config stays.
     pub fn reload(&self) -> Result<(), TlsError> {
-        let (sc, own) = build(&self.0.cfg)?;
+        let (sc, own) = build(&self.0.cfg, &self.0.identities)?;
         self.0.current.store(Arc::new(sc));
         self.0.identity.store(Arc::new(own));
         Ok(())
@@ -166,8 +168,8 @@ impl ServerTls {
         let peer = match conn.peer_certificates().and_then(|c| c.first()) {
             None => None,
             // Verified already (the verifier checked the same certificate).
-            Some(c) => match identity_of_cert(c) {
-                Ok(id) => Some(Arc::new(id)),
+            Some(c) => match self.0.identities.identity(c) {
+                Ok(id) => Some(id),
                 Err(e) => {
                     count_error(Side::Server, super::ErrorReason::NoSpiffeId, &e.to_string());
                     return None;
@@ -181,7 +183,7 @@ impl ServerTls {
 
 impl Reloadable for Inner {
     fn reload_from_files(&self) -> Result<(), String> {
-        let (sc, own) = build(&self.cfg).map_err(|e| e.to_string())?;
+        let (sc, own) = build(&self.cfg, &self.identities).map_err(|e| e.to_string())?;
         self.current.store(Arc::new(sc));
         self.identity.store(Arc::new(own));
         Ok(())

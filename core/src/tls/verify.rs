@@ -12,7 +12,7 @@ use rustls::server::danger::{ClientCertVerified, ClientCertVerifier};
 use rustls::server::ParsedCertificate;
 use rustls::{CertificateError, DigitallySignedStruct, DistinguishedName, Error, OtherError, RootCertStore, SignatureScheme};
 
-use super::identity::{identity_of_cert, ExpectedIdentity, IdentityError};
+use super::identity::{identity_of_cert, ExpectedIdentity, IdentityCache, IdentityError};
 
 fn identity_error(e: IdentityError) -> Error {
     Error::InvalidCertificate(CertificateError::Other(OtherError(Arc::new(e))))
@@ -23,6 +23,7 @@ fn identity_error(e: IdentityError) -> Error {
 #[derive(Debug)]
 pub(crate) struct SpiffeClientVerifier {
     pub(crate) inner: Arc<dyn ClientCertVerifier>,
+    pub(crate) identities: Arc<IdentityCache>,
 }
 
 impl ClientCertVerifier for SpiffeClientVerifier {
@@ -42,7 +43,7 @@ impl ClientCertVerifier for SpiffeClientVerifier {
         now: UnixTime,
     ) -> Result<ClientCertVerified, Error> {
         let ok = self.inner.verify_client_cert(end_entity, intermediates, now)?;
-        identity_of_cert(end_entity).map_err(identity_error)?;
+        self.identities.identity(end_entity).map_err(identity_error)?;
         Ok(ok)
     }
     fn verify_tls12_signature(
