@@ -11,10 +11,12 @@ import (
 	"errors"
 	"fmt"
 	"log"
+	"os"
 	"runtime"
 	"runtime/debug"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"time"
 	"unsafe"
 
@@ -71,6 +73,9 @@ type Server struct {
 	h       *C.CourierServer
 	opts    serverOptions
 	methods []*method
+	// wake is a dup of the core's eventfd (event mode): workers wait on it in
+	// Go's netpoller instead of blocking in C.
+	wake *os.File
 
 	mu      sync.Mutex
 	started bool
@@ -107,12 +112,24 @@ func NewServer(opts ...ServerOption) *Server {
 	if o.tls != nil {
 		copts.tls = o.tls.h
 	}
+	copts.event_fd = C.bool(!blockingPull)
 	h := C.courier_server_new(&copts, nil)
 	runtime.KeepAlive(o.tls)
 	if h == nil {
 		panic("courier: cannot create a server")
 	}
-	return &Server{h: h, opts: o}
+	s := &Server{h: h, opts: o}
+	if !blockingPull {
+		fd, err := syscall.Dup(int(C.courier_server_notify_fd(h)))
+		if err != nil {
+			panic("courier: cannot dup the server's eventfd: " + err.Error())
+		}
+		syscall.CloseOnExec(fd)
+		// Non-blocking (EFD_NONBLOCK is shared by the dup): os.NewFile puts it
+		// in Go's netpoller.
+		s.wake = os.NewFile(uintptr(fd), "courier-calls")
+	}
+	return s
 }
 
 func (s *Server) register(m *method) error {
@@ -181,6 +198,10 @@ func (s *Server) Stop(grace time.Duration) {
 	s.stopped = true
 	s.mu.Unlock()
 	C.courier_server_shutdown(s.h, C.uint64_t(max(grace.Milliseconds(), 0)))
+	if s.wake != nil {
+		// Wakes the workers waiting on it; they find the queue closed.
+		s.wake.Close()
+	}
 	s.workers.Wait()
 	s.streams.Wait()
 	C.courier_server_free(s.h)
@@ -190,13 +211,25 @@ func (s *Server) Stop(grace time.Duration) {
 // Panics is how many handler panics the server answered INTERNAL.
 func (s *Server) Panics() int64 { return s.panics.Load() }
 
+// blockingPull selects the other pull design, measured in bench/go: workers
+// locked to threads blocking in C (courier_server_next_batch) instead of
+// waiting in Go's netpoller for the core's eventfd (COURIER_GO_PULL=blocking).
+var blockingPull = os.Getenv("COURIER_GO_PULL") == "blocking"
+
 // work is one worker: it pulls batches of calls, runs unary handlers inline
 // and returns their replies as one batch with its next pull.
+//
+// Event mode (the default): the core writes an eventfd when its queue turns
+// non-empty; an idle worker waits for it in Go's netpoller (no thread held),
+// then takes calls with short non-blocking crossings until none are left.
+// Every cgo call stays short, so the goroutine never loses its P to sysmon.
 func (s *Server) work() {
 	defer s.workers.Done()
-	// The core tracks which threads hold a batch: stay on one.
-	runtime.LockOSThread()
-	defer runtime.UnlockOSThread()
+	if blockingPull {
+		// The core tracks which threads hold a batch: stay on one.
+		runtime.LockOSThread()
+		defer runtime.UnlockOSThread()
+	}
 	batch := C.courier_reply_batch_new()
 	infos := (*[batchSize]C.CourierCallInfo)(C.malloc(C.size_t(unsafe.Sizeof(C.CourierCallInfo{})) * batchSize))
 	rest := (*[batchSize]*C.CourierCall)(C.malloc(C.size_t(unsafe.Sizeof(uintptr(0))) * batchSize))
@@ -206,8 +239,20 @@ func (s *Server) work() {
 		C.free(unsafe.Pointer(infos))
 		C.free(unsafe.Pointer(rest))
 	}()
+	var buf [8]byte
 	for {
-		n := int(C.courier_server_next_batch(s.h, batch, &infos[0], batchSize, -1))
+		var n int
+		if blockingPull {
+			n = int(C.courier_server_next_batch(s.h, batch, &infos[0], batchSize, -1))
+		} else {
+			n = int(C.courier_server_try_batch(s.h, batch, &infos[0], batchSize))
+			if n == 0 {
+				if _, err := s.wake.Read(buf[:]); err != nil {
+					return // closed by Stop
+				}
+				continue
+			}
+		}
 		if n < 0 {
 			return
 		}
@@ -427,11 +472,6 @@ func (s *Server) serveStream(m *method, info *C.CourierCallInfo) {
 	}
 	if err == nil {
 		C.courier_call_finish(call, 0, nil, 0, nil, 0, 0, false, nil)
-		return
-	}
-	if C.courier_call_cancelled(call) {
-		// The client left: nothing to answer.
-		C.courier_call_finish(call, C.int32_t(Canceled), nil, 0, nil, 0, 0, false, nil)
 		return
 	}
 	code, msg, enum, value, downstream := s.errorStatus(m, err)

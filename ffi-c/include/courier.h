@@ -147,6 +147,12 @@ typedef struct {
   uint64_t max_recv_message_size;
   // Mutual TLS (NULL: plaintext); the server keeps its own reference.
   const CourierServerTls *tls;
+  // Event-loop mode: the server signals an eventfd (`courier_server_notify_fd`)
+  // whenever its call queue turns non-empty, and hosts take calls with the
+  // non-blocking `courier_server_try_batch` instead of blocking in
+  // `courier_server_next_batch` (for runtimes whose threads should not block
+  // in foreign code, such as Go's).
+  bool event_fd;
 } CourierServerOptions;
 
 // One call taken by `courier_server_next_batch`.
@@ -470,6 +476,19 @@ ptrdiff_t courier_server_next_batch(const CourierServer *server,
                                     size_t max,
                                     int64_t timeout_ms);
 
+// The eventfd of an event-loop server (see `CourierServerOptions::event_fd`),
+// or -1. It stays open until `courier_server_free`; the host reads it (8
+// bytes) to reset it, or `dup`s it for its own poller. Thread-safe.
+int32_t courier_server_notify_fd(const CourierServer *server);
+
+// Takes up to `max` ready calls into `out` without blocking, first flushing
+// `flush` (may be NULL). Returns how many (0: none ready; wait for the
+// eventfd), or -1 once the server has stopped and no call is left. Thread-safe.
+ptrdiff_t courier_server_try_batch(const CourierServer *server,
+                                   CourierReplyBatch *flush,
+                                   CourierCallInfo *out,
+                                   size_t max);
+
 // Tells the queue this thread holds no batch any more (a host thread that
 // stops pulling calls). Thread-safe.
 void courier_server_release(const CourierServer *server);
@@ -720,6 +739,19 @@ ptrdiff_t courier_server_next_batch(const CourierServer *server,
                                     CourierCallInfo *out,
                                     size_t max,
                                     int64_t timeout_ms);
+
+// The eventfd of an event-loop server (see `CourierServerOptions::event_fd`),
+// or -1. It stays open until `courier_server_free`; the host reads it (8
+// bytes) to reset it, or `dup`s it for its own poller. Thread-safe.
+int32_t courier_server_notify_fd(const CourierServer *server);
+
+// Takes up to `max` ready calls into `out` without blocking, first flushing
+// `flush` (may be NULL). Returns how many (0: none ready; wait for the
+// eventfd), or -1 once the server has stopped and no call is left. Thread-safe.
+ptrdiff_t courier_server_try_batch(const CourierServer *server,
+                                   CourierReplyBatch *flush,
+                                   CourierCallInfo *out,
+                                   size_t max);
 
 // Tells the queue this thread holds no batch any more (a host thread that
 // stops pulling calls). Thread-safe.

@@ -93,6 +93,12 @@ pub struct CourierServerOptions {
     pub max_recv_message_size: u64,
     /// Mutual TLS (NULL: plaintext); the server keeps its own reference.
     pub tls: *const crate::tls::CourierServerTls,
+    /// Event-loop mode: the server signals an eventfd (`courier_server_notify_fd`)
+    /// whenever its call queue turns non-empty, and hosts take calls with the
+    /// non-blocking `courier_server_try_batch` instead of blocking in
+    /// `courier_server_next_batch` (for runtimes whose threads should not block
+    /// in foreign code, such as Go's).
+    pub event_fd: bool,
 }
 
 /// A server whose methods are served by host threads.
@@ -100,6 +106,34 @@ pub struct CourierServer {
     server: Server,
     queue: HostQueue,
     ids: RwLock<HashMap<Box<str>, u64>>,
+    wake: Option<std::sync::Arc<EventFd>>,
+}
+
+/// Wakes an event loop when calls arrive: an eventfd the host watches.
+struct EventFd(libc::c_int);
+
+impl EventFd {
+    fn new() -> Result<EventFd, CourierError> {
+        // SAFETY: plain syscall; the fd is owned by the returned value.
+        let fd = unsafe { libc::eventfd(0, libc::EFD_NONBLOCK | libc::EFD_CLOEXEC) };
+        if fd < 0 {
+            return Err(CourierError::new(CourierErrorKind::Io, format!("eventfd: {}", std::io::Error::last_os_error())));
+        }
+        Ok(EventFd(fd))
+    }
+    fn signal(&self) {
+        let one: u64 = 1;
+        // SAFETY: writes 8 bytes from a live u64 to our own fd. EAGAIN (counter
+        // full) is fine: the host is signalled already.
+        unsafe { libc::write(self.0, (&one as *const u64).cast(), 8) };
+    }
+}
+
+impl Drop for EventFd {
+    fn drop(&mut self) {
+        // SAFETY: we own the fd.
+        unsafe { libc::close(self.0) };
+    }
 }
 
 /// One call taken by `courier_server_next_batch`.
@@ -122,7 +156,7 @@ pub struct CourierCallInfo {
 #[no_mangle]
 pub unsafe extern "C" fn courier_server_new(opts: *const CourierServerOptions, err: *mut *mut CourierError) -> *mut CourierServer {
     guard(err, std::ptr::null_mut(), || {
-        let opts = opts.as_ref().copied().unwrap_or(CourierServerOptions { workers: 0, max_recv_message_size: 0, tls: std::ptr::null() });
+        let opts = opts.as_ref().copied().unwrap_or(CourierServerOptions { workers: 0, max_recv_message_size: 0, tls: std::ptr::null(), event_fd: false });
         let mut config = ServerConfig::default();
         config.tls = opts.tls.as_ref().map(|t| t.0.clone());
         if opts.workers > 0 {
@@ -131,7 +165,14 @@ pub unsafe extern "C" fn courier_server_new(opts: *const CourierServerOptions, e
         if opts.max_recv_message_size > 0 {
             config.max_recv_message_size = usize::try_from(opts.max_recv_message_size).unwrap_or(usize::MAX);
         }
-        let s = CourierServer { server: Server::new(config), queue: HostQueue::new(), ids: RwLock::new(HashMap::new()) };
+        let (queue, wake) = if opts.event_fd {
+            let efd = std::sync::Arc::new(EventFd::new()?);
+            let w = efd.clone();
+            (HostQueue::with_notifier(move || w.signal()), Some(efd))
+        } else {
+            (HostQueue::new(), None)
+        };
+        let s = CourierServer { server: Server::new(config), queue, ids: RwLock::new(HashMap::new()), wake };
         Ok(Box::into_raw(Box::new(s)))
     })
 }
@@ -252,6 +293,42 @@ pub unsafe extern "C" fn courier_server_next_batch(
         for (i, hc) in batch.into_iter().enumerate() {
             let info = call_info(hc, &ids);
             out.add(i).write(info);
+        }
+        n as isize
+    })
+}
+
+/// The eventfd of an event-loop server (see `CourierServerOptions::event_fd`),
+/// or -1. It stays open until `courier_server_free`; the host reads it (8
+/// bytes) to reset it, or `dup`s it for its own poller. Thread-safe.
+#[no_mangle]
+pub unsafe extern "C" fn courier_server_notify_fd(server: *const CourierServer) -> i32 {
+    guard_quiet(-1, || server.as_ref().and_then(|s| s.wake.as_ref()).map_or(-1, |w| w.0))
+}
+
+/// Takes up to `max` ready calls into `out` without blocking, first flushing
+/// `flush` (may be NULL). Returns how many (0: none ready; wait for the
+/// eventfd), or -1 once the server has stopped and no call is left. Thread-safe.
+#[no_mangle]
+pub unsafe extern "C" fn courier_server_try_batch(
+    server: *const CourierServer,
+    flush: *mut CourierReplyBatch,
+    out: *mut CourierCallInfo,
+    max: usize,
+) -> isize {
+    guard_quiet(-1, || {
+        if let Some(b) = flush.as_mut() {
+            b.0.flush();
+        }
+        let Some(s) = server.as_ref() else { return -1 };
+        if out.is_null() || max == 0 {
+            return 0;
+        }
+        let Ok(batch) = s.queue.try_batch(max) else { return -1 };
+        let ids = s.ids.read().unwrap_or_else(|e| e.into_inner());
+        let n = batch.len();
+        for (i, hc) in batch.into_iter().enumerate() {
+            out.add(i).write(call_info(hc, &ids));
         }
         n as isize
     })

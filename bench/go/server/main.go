@@ -12,8 +12,10 @@ import (
 	"os"
 	"os/signal"
 	"syscall"
+	"time"
 
 	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials/insecure"
 
 	courier "github.com/courier-rpc/courier/go-cgo"
 	pb "github.com/courier-rpc/courier/go-cgo/testpb"
@@ -34,7 +36,15 @@ func main() {
 	impl := flag.String("impl", "courier", "courier or grpc")
 	port := flag.Int("port", 0, "port (0: any)")
 	workers := flag.Int("workers", 4, "courier: handler workers (MaxConcurrency)")
+	check := flag.String("check", "", "check the server at this target with a grpc-go client, then exit")
 	flag.Parse()
+	if *check != "" {
+		if err := checkServer(*check); err != nil {
+			fail(err)
+		}
+		fmt.Println("ok")
+		return
+	}
 	addr := fmt.Sprintf("127.0.0.1:%d", *port)
 	switch *impl {
 	case "courier":
@@ -76,6 +86,25 @@ func main() {
 	default:
 		fail(fmt.Errorf("unknown -impl %q", *impl))
 	}
+}
+
+// checkServer calls UnaryUnary with a stock grpc-go client and checks the answer.
+func checkServer(target string) error {
+	conn, err := grpc.NewClient(target, grpc.WithTransportCredentials(insecure.NewCredentials()))
+	if err != nil {
+		return err
+	}
+	defer conn.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	resp := new(pb.TestResponse)
+	if err := conn.Invoke(ctx, "/courier.test.Test/UnaryUnary", &pb.TestRequest{S: "hello, world!"}, resp); err != nil {
+		return err
+	}
+	if resp.S != "hello, world!" {
+		return fmt.Errorf("wrong answer %q", resp.S)
+	}
+	return nil
 }
 
 func wait() {
