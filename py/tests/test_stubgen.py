@@ -133,7 +133,16 @@ def test_pyi_agrees_with_mypy_protobuf(ours: pathlib.Path, reference: pathlib.Pa
 def test_generated_files(ours: pathlib.Path) -> None:
     made = sorted(str(p.relative_to(ours)) for p in ours.rglob("*.py*"))
     courier_modules = [m for m in made if m.endswith("_courier.py")]
-    assert courier_modules == ["corpus/realworld/test_courier.py", "corpus/svc/echo_courier.py", "corpus/test/test_courier.py"]
+    assert courier_modules == [
+        "corpus/realworld/test_courier.py",
+        "corpus/svc/echo_courier.py",
+        "corpus/svc/errors_courier.py",  # app errors only
+        "corpus/svc/quota_courier.py",
+        "corpus/test/test_courier.py",
+    ]
+    quota = (ours / "corpus/svc/quota_courier.py").read_text()
+    assert "from corpus.svc import errors_courier as corpus_dot_svc_dot_errors__courier" in quota
+    assert "corpus_dot_svc_dot_errors__courier.SHARED_ERROR," in quota
     assert len(made) == 2 * len(CORPUS) + len(courier_modules)
 
 
