@@ -217,3 +217,12 @@ def test_reflection_with_grpcurl(gen: Any, sync_server: Tuple[courier.Server, in
     assert reply["text"] == "hi" and 0 < int(reply["deadline_ms"]) <= 2000
     r = subprocess.run([grpcurl(), "-plaintext", "-d", '{"fail": "ECHO_ERROR_GONE"}', target, "corpus.svc.Echo/Say"], capture_output=True, text=True, timeout=30)
     assert r.returncode != 0 and "NotFound" in r.stderr, r.stderr
+
+
+def test_add_service_precreates_method_stats(echo: Any) -> None:
+    """Registering a generated servicer creates its per-method stats before any call."""
+    server = courier.Server(workers=1, max_concurrency=1)
+    server.add_service(echo.AdminServicer())
+    text = courier.metrics_text()
+    for m in ("Reset", "Price"):
+        assert f'courier_server_requests_total{{service="corpus.svc.Admin",method="{m}",code="OK"}} 0' in text
