@@ -14,7 +14,8 @@ PYTEST_WORKERS ?= 2
 
 demo: py-dev
 	cargo build -q -p courier-testpeer
-	$(PY) tests/demo.py
+	cd go-cgo && COURIER_FFI_PROFILE=$(GO_FFI_PROFILE) go generate . && go build -o $(CACHE)/bin/courier-go-democlient ./examples/democlient
+	COURIER_GO_DEMO=$(CACHE)/bin/courier-go-democlient $(PY) tests/demo.py
 
 test: test-rust test-py typecheck test-go
 

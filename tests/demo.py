@@ -1,10 +1,11 @@
 #!/usr/bin/env python3
-"""`make demo`: a Courier service written in Python, called from three clients.
+"""`make demo`: a Courier service written in Python, called from four clients.
 
 Starts a Courier server with synchronous Python handlers for
 `courier.test.Test` (tests/protos/courier/test/test.proto), then calls it with
 the Courier Python client (every call kind, a deadline, an app error), the
-Courier Rust client (`courier-test-client --case demo`) and a stock grpcio
+Courier Rust client (`courier-test-client --case demo`), the Courier Go
+client (go-cgo/examples/democlient, built by `make demo`) and a stock grpcio
 client, prints a transcript, stops the server gracefully, and exits 0 only if
 everything worked.
 
@@ -50,7 +51,7 @@ def make_pki(root: Path) -> Path:
         subprocess.run([sys.executable, "-m", "courier", "ca", *args], check=True, timeout=60, stdout=subprocess.DEVNULL)
 
     ca("init", "--trust-domain", TRUST_DOMAIN, "--out", str(root / "ca"))
-    for name in ("demo-server", "python-client", "rust-client", "grpcio-client"):
+    for name in ("demo-server", "python-client", "rust-client", "go-client", "grpcio-client"):
         # IP and DNS SANs too: grpcio checks the host name it dialled.
         ca("issue", "--ca", str(root / "ca"), "--id", f"spiffe://{TRUST_DOMAIN}/{name}", "--out", str(root / name),
            "--ip", "127.0.0.1", "--dns", "localhost")
@@ -139,6 +140,19 @@ def main() -> int:
             if r.returncode != 0:
                 print(f"demo: courier-test-client exited {r.returncode}", file=sys.stderr)
                 return 1
+            print("\n== Courier client (Go): go-cgo/examples/democlient")
+            go_client = os.environ.get("COURIER_GO_DEMO", "")
+            if not Path(go_client).is_file():
+                print("demo: the Go client is missing: run the demo with `make demo`", file=sys.stderr)
+                return 1
+            gd = pki / "go-client"
+            r = subprocess.run([go_client, "-target", target, "-tls-ca", str(pki / "ca" / "ca.pem"),
+                                "-tls-cert", str(gd / "cert.pem"), "-tls-key", str(gd / "key.pem"),
+                                "-server-identity", SERVER_ID], capture_output=True, text=True, timeout=60)
+            print(r.stdout + r.stderr, end="")
+            if r.returncode != 0:
+                print(f"demo: the Go client exited {r.returncode}", file=sys.stderr)
+                return 1
             print("\n== stock grpcio client (Python)")
             grpcio_client(pb, pb_grpc, target, pki)
             print("\n== client identities the server verified (TLS handshakes)")
@@ -146,8 +160,8 @@ def main() -> int:
             for h in seen:
                 print(f"  {h['peer']}: {h['full']} full, {h['resumed']} resumed")
             # Counted by the server in this process, the Rust client's handshake included.
-            if {h["peer"] for h in seen} != {f"spiffe://{TRUST_DOMAIN}/{n}" for n in ("python-client", "rust-client", "grpcio-client")}:
-                print("demo: the server did not see the three client identities", file=sys.stderr)
+            if {h["peer"] for h in seen} != {f"spiffe://{TRUST_DOMAIN}/{n}" for n in ("python-client", "rust-client", "go-client", "grpcio-client")}:
+                print("demo: the server did not see the four client identities", file=sys.stderr)
                 return 1
         finally:
             t0 = time.monotonic()
