@@ -33,19 +33,21 @@ export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-$HOME/.cache/courier/target}
 BIN_DIR=${BIN_DIR:-$CARGO_TARGET_DIR/release}
 OUT=${OUT:-$BENCH/results/core.md}
 
+BINS=(--bin courier-bench --bin h2-echo --bin tonic-echo --bin courier-echo)
 GIT_DESC="$(cd "$REPO" && git rev-parse --short HEAD)$(cd "$REPO" && git diff --quiet HEAD -- core 2>/dev/null || echo ' + uncommitted changes in core/')"
 if [ -n "${FROM_GIT:-}" ]; then
   SNAP=$HOME/.cache/courier/bench-snapshot
   rm -rf "$SNAP" && mkdir -p "$SNAP"
   (cd "$REPO" && git archive "$FROM_GIT" Cargo.toml Cargo.lock core) | tar -x -C "$SNAP"
-  mkdir -p "$SNAP/bench" && cp -r "$BENCH/Cargo.toml" "$BENCH/src" "$SNAP/bench/"
+  # All of bench/ but results (other bins must exist for the manifest to load).
+  mkdir -p "$SNAP/bench" && (cd "$BENCH" && tar -c --exclude=./results --exclude=target .) | tar -x -C "$SNAP/bench"
   sed -i 's/^members = .*/members = ["core", "bench"]/' "$SNAP/Cargo.toml"
   export CARGO_TARGET_DIR=$HOME/.cache/courier/target-bench
   BIN_DIR=$CARGO_TARGET_DIR/release
   GIT_DESC="core/ at $(cd "$REPO" && git rev-parse --short "$FROM_GIT") (git archive; bench/ from the work tree)"
-  (cd "$SNAP" && cargo build --release -p courier-bench)
+  (cd "$SNAP" && cargo build --release -p courier-bench "${BINS[@]}")
 elif [ -z "${SKIP_BUILD:-}" ]; then
-  (cd "$REPO" && cargo build --release -p courier-bench)
+  (cd "$REPO" && cargo build --release -p courier-bench "${BINS[@]}")
 else
   GIT_DESC="prebuilt binaries in $BIN_DIR"
 fi
