@@ -63,16 +63,6 @@ $(CACHE)/bin/.jaeger-$(JAEGER_VERSION).stamp:
 	  && go build -o $(CACHE)/bin/jaeger github.com/jaegertracing/jaeger/cmd/jaeger
 	touch $@
 
-# Stock tools the tests drive (built once into $(CACHE)/bin from the Go module
-# proxy; idempotent): grpcurl, a reflection client for the stub generator's tests.
-GRPCURL_VERSION := v1.9.4
-tools: $(CACHE)/bin/.grpcurl-$(GRPCURL_VERSION).stamp
-
-$(CACHE)/bin/.grpcurl-$(GRPCURL_VERSION).stamp:
-	mkdir -p $(CACHE)/bin
-	GOBIN=$(CACHE)/bin go install github.com/fullstorydev/grpcurl/cmd/grpcurl@$(GRPCURL_VERSION)
-	touch $@
-
 # The Python package, built from this tree into the venv (debug build, editable).
 py-dev: venv
 	VIRTUAL_ENV=$(VENV) $(VENV)/bin/maturin develop -q
