@@ -5,12 +5,14 @@
 //! the method table ([`MethodDesc`]) and the call boundary ([`Handler`],
 //! [`HostQueue`]). Everything else is private machinery.
 
+pub mod admission;
 pub mod call;
 pub mod client;
 pub mod context;
 pub mod debug;
 pub mod health;
 pub mod host;
+pub mod limits;
 pub mod metadata;
 pub mod method;
 pub mod reflection;

@@ -93,6 +93,10 @@ async fn deny_unlimited_and_method_override() {
     assert_eq!(e.code(), Code::Unauthenticated, "{e:?}");
     assert!(e.message().contains("/courier.test.Test/UnaryUnary requires a client identity"), "{e:?}");
     assert_eq!(&call(&ch, OTHER, b"eok").await.unwrap()[..], b"eok", "the method entry overrides the default");
+    // Rejections are counted by method and reason (stats are process-wide, so
+    // other tests' servers of the same method may add to it: at least one).
+    let stats = courier_core::stats::server_method(TEST).expect("stats of a registered method");
+    assert!(stats.rejections(courier_core::stats::RejectReason::Unauthenticated) >= 1);
     // A service without an entry is open.
     let hc = channel(&l.addr);
     assert!(call(&hc, "/grpc.health.v1.Health/Check", b"").await.is_ok());

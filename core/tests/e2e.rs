@@ -273,6 +273,20 @@ async fn many_concurrent_calls_on_one_channel() {
 }
 
 #[tokio::test]
+async fn early_answers_never_exhaust_the_connection() {
+    // h2 ends a connection after 1024 streams the server reset; calls answered
+    // before their request is read must not count (the server drains them).
+    let s = start(ServerConfig { workers: 1, ..Default::default() }, 0);
+    let ch = channel(&s.addr);
+    let nope = desc("/courier.test.Test/Nope", MethodKind::Unary);
+    for _ in 0..2000 {
+        let e = ch.unary(&Ctx::background(), &nope, Bytes::from_static(b"x"), &no_md()).await.unwrap_err();
+        assert_eq!(e.code(), Code::Unimplemented, "{e:?}");
+    }
+    assert_eq!(&unary(&ch, &Ctx::background(), "Test", b"esame").await.unwrap().message[..], b"esame");
+}
+
+#[tokio::test]
 async fn reconnects_after_server_restart() {
     let s = start(ServerConfig { workers: 1, ..Default::default() }, 0);
     let addr = s.addr.clone();

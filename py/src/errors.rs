@@ -43,8 +43,10 @@ pub fn status_from_parts(code: i32, details: String, app_error: Option<(String, 
 
 pub fn server_error(e: ServerError) -> PyErr {
     match e {
-        ServerError::Bind { .. } | ServerError::Thread(_) => PyOSError::new_err(e.to_string()),
-        ServerError::DuplicateMethod(_) | ServerError::KindMismatch { .. } => PyValueError::new_err(e.to_string()),
+        ServerError::Bind { .. } | ServerError::Thread(_) | ServerError::LimitsWatch(_) => PyOSError::new_err(e.to_string()),
+        ServerError::DuplicateMethod(_) | ServerError::KindMismatch { .. } | ServerError::Limits(_) => {
+            PyValueError::new_err(e.to_string())
+        }
         ServerError::AlreadyStarted | ServerError::NoListener => PyRuntimeError::new_err(e.to_string()),
     }
 }

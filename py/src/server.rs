@@ -92,15 +92,17 @@ pub struct Server {
 #[pymethods]
 impl Server {
     #[new]
-    #[pyo3(signature = (*, workers=None, max_recv_message_size=None, event_loop=false, tls=None, debug_addr=None))]
+    #[pyo3(signature = (*, workers=None, max_recv_message_size=None, event_loop=false, limits=None, host_concurrency=None, debug_addr=None, tls=None))]
     fn new(
         workers: Option<usize>,
         max_recv_message_size: Option<usize>,
         event_loop: bool,
-        tls: Option<PyRef<'_, crate::tls::ServerTls>>,
+        limits: Option<std::path::PathBuf>,
+        host_concurrency: Option<u32>,
         debug_addr: Option<String>,
+        tls: Option<PyRef<'_, crate::tls::ServerTls>>,
     ) -> PyResult<Server> {
-        let mut config = ServerConfig { debug_addr, ..ServerConfig::default() };
+        let mut config = ServerConfig { limits_path: limits, host_concurrency, debug_addr, ..ServerConfig::default() };
         if let Some(w) = workers {
             if w == 0 {
                 return Err(value_error("workers must be at least 1"));
@@ -208,6 +210,11 @@ impl Server {
         if let Some(w) = &self.wake {
             w.drain();
         }
+    }
+
+    /// The limits file in force as JSON (path, limits, last reload), or None.
+    fn limits_json(&self) -> Option<String> {
+        self.server.limits_file().map(|f| f.to_json().to_string())
     }
 
     /// Calls waiting in the queue.

@@ -9,10 +9,12 @@ use std::time::Instant;
 use futures_util::FutureExt;
 use http::header::{CONTENT_TYPE, HeaderValue};
 use http::{HeaderMap, Request, Response, StatusCode};
+use http_body_util::BodyExt;
 use hyper::body::Incoming;
 
 use super::body::{ReplyBody, StreamBody};
 use super::{Entry, Shared};
+use crate::admission::Permit;
 use crate::call::{Handler, RequestStream, ResponseSender, StreamItem};
 use crate::context::{CancelReason, Ctx, Identity};
 use crate::host::{HostCall, HostRequest, Reply, UnaryReply};
@@ -30,9 +32,11 @@ pub(crate) struct ConnInfo {
 
 /// Cancels the call's ctx if dropped before the call finished: hyper drops the
 /// call's future when the client resets the stream or the connection dies.
+/// Holds the call's workpool slot for exactly as long.
 pub(crate) struct CallGuard {
     ctx: Option<Ctx>,
     shared: Arc<Shared>,
+    permit: Option<Permit>,
     /// Stats and trace span of the call, ended with the status sent.
     obs: Option<crate::stats::ServerCall>,
 }
@@ -72,24 +76,25 @@ pub(crate) async fn dispatch(
     req: Request<Incoming>,
 ) -> Result<Response<ReplyBody>, Infallible> {
     if req.method() != http::Method::POST {
-        return Ok(http_error(StatusCode::METHOD_NOT_ALLOWED, "gRPC requests must be POST"));
+        return Ok(answer_early(req.into_body(), http_error(StatusCode::METHOD_NOT_ALLOWED, "gRPC requests must be POST")));
     }
     let Some(ct) = req.headers().get(CONTENT_TYPE) else {
-        return Ok(http_error(StatusCode::UNSUPPORTED_MEDIA_TYPE, "missing content-type"));
+        return Ok(answer_early(req.into_body(), http_error(StatusCode::UNSUPPORTED_MEDIA_TYPE, "missing content-type")));
     };
     if !is_grpc_content_type(ct.as_bytes()) {
-        return Ok(http_error(StatusCode::UNSUPPORTED_MEDIA_TYPE, "content-type is not application/grpc"));
+        let resp = http_error(StatusCode::UNSUPPORTED_MEDIA_TYPE, "content-type is not application/grpc");
+        return Ok(answer_early(req.into_body(), resp));
     }
     let Some(entry) = shared.router.get(req.uri().path()) else {
-        let path = req.uri().path();
-        return Ok(trailers_only(None, Status::unimplemented(format!("unknown method {path}"))));
+        let resp = trailers_only(None, Status::unimplemented(format!("unknown method {}", req.uri().path())));
+        return Ok(answer_early(req.into_body(), resp));
     };
     if let Some(enc) = req.headers().get("grpc-encoding") {
         if enc.as_bytes() != b"identity" {
             let enc = String::from_utf8_lossy(enc.as_bytes()).into_owned();
             let mut resp = trailers_only(None, Status::unimplemented(format!("message encoding {enc:?} is not supported")));
             resp.headers_mut().insert("grpc-accept-encoding", HeaderValue::from_static("identity"));
-            return Ok(resp);
+            return Ok(answer_early(req.into_body(), resp));
         }
     }
     let now = Instant::now();
@@ -97,7 +102,7 @@ pub(crate) async fn dispatch(
         None => None,
         Some(v) => match parse_grpc_timeout(v.as_bytes()) {
             Ok(d) => Some(now.checked_add(d).unwrap_or(now + std::time::Duration::from_secs(100 * 365 * 86400))),
-            Err(e) => return Ok(trailers_only(None, Status::internal(e))),
+            Err(e) => return Ok(answer_early(req.into_body(), trailers_only(None, Status::internal(e)))),
         },
     };
     let deadline = entry.desc.effective_deadline(now, caller_deadline);
@@ -106,12 +111,25 @@ pub(crate) async fn dispatch(
     let ctx = Ctx::for_server_call(entry.desc.path_arc().clone(), deadline, conn.peer.clone(), parts.headers);
     if ctx.is_expired() {
         obs.finish(Code::DeadlineExceeded, Some(&ctx));
-        return Ok(trailers_only(Some(&ctx), Status::deadline_exceeded("deadline exceeded before the call started")));
+        let resp = trailers_only(Some(&ctx), Status::deadline_exceeded("deadline exceeded before the call started"));
+        return Ok(answer_early(body, resp));
     }
-    let guard = CallGuard { ctx: Some(ctx.clone()), shared: shared.clone(), obs: Some(obs) };
-    // The method's queue (admission) goes between these two: size and wait.
+    let mut guard = CallGuard { ctx: Some(ctx.clone()), shared: shared.clone(), permit: None, obs: Some(obs) };
+    // Admission comes before a byte of the request is read: ACL, rate limit,
+    // then a slot, waiting in the method's queue at most until the deadline.
     let queued = crate::stats::QueueWait::enter(&entry.desc);
+    let admitted = under_deadline(&ctx, async {
+        entry.gate.admit(&ctx).await.map_err(|r| {
+            crate::stats::record_rejection(&entry.desc, ctx.peer_identity(), r.reason());
+            r.status(entry.desc.path(), ctx.peer_identity())
+        })
+    })
+    .await;
     queued.leave(&ctx);
+    match admitted {
+        Ok(p) => guard.permit = Some(p),
+        Err(s) => return Ok(answer_early(body, unary_response(guard, &ctx, Err(s)))),
+    }
     let requests = RequestStream::new(body, shared.config.max_recv_message_size);
     Ok(run(entry, ctx, requests, guard).await)
 }
@@ -174,6 +192,37 @@ async fn run(entry: &Entry, ctx: Ctx, requests: RequestStream, guard: CallGuard)
             }
         }
     }
+}
+
+/// Most request bytes a call answered early is drained of, and for how long.
+const DRAIN_BYTES: usize = 256 * 1024;
+const DRAIN_TIME: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// A call answered before its request was read: reads (and discards, never
+/// decodes) what the client sends until it half-closes, so the stream ends
+/// without a RST_STREAM from us. h2 counts such resets for the lifetime of a
+/// connection and ends it (GOAWAY ENHANCE_YOUR_CALM) after 1024: without this,
+/// a client that is rate limited or calls an unknown method in a loop would
+/// lose its connection. Past the byte or time bound the stream is reset.
+fn answer_early(body: Incoming, resp: Response<ReplyBody>) -> Response<ReplyBody> {
+    use http_body::Body as _;
+    if !body.is_end_stream() {
+        tokio::spawn(async move {
+            let mut body = body;
+            let mut left = DRAIN_BYTES;
+            let _ = tokio::time::timeout(DRAIN_TIME, async {
+                while let Some(Ok(frame)) = body.frame().await {
+                    let n = frame.data_ref().map_or(0, |d| d.len());
+                    if n >= left {
+                        return;
+                    }
+                    left -= n;
+                }
+            })
+            .await;
+        });
+    }
+    resp
 }
 
 fn shutting_down() -> Status {

@@ -24,7 +24,9 @@ use tokio::sync::{mpsc, watch};
 
 pub use body::ReplyBody;
 
+use crate::admission::Gate;
 use crate::call::Handler;
+use crate::limits::{LimitsConfig, LimitsFile};
 use crate::health::HealthReporter;
 use crate::host::{HostQueue, Mailbox};
 use crate::method::MethodDesc;
@@ -82,6 +84,12 @@ pub struct ServerConfig {
     pub http2: Http2Config,
     /// Mutual TLS; `None` serves plaintext HTTP/2.
     pub tls: Option<crate::tls::ServerTls>,
+    /// The limits file (ACLs, rate limits, queues), watched and hot-reloaded;
+    /// `None`: every method open, with defaults.
+    pub limits_path: Option<std::path::PathBuf>,
+    /// Workpool slots of host-served methods whose limits set no
+    /// `max_concurrency`: the binding's handler thread count.
+    pub host_concurrency: Option<u32>,
     /// The debug (admin) server's address: `127.0.0.1:PORT` or `unix:/path`
     /// (see `debug`); `None`: no debug server.
     pub debug_addr: Option<String>,
@@ -94,6 +102,8 @@ impl Default for ServerConfig {
             max_recv_message_size: DEFAULT_MAX_RECV_MESSAGE_SIZE,
             http2: Http2Config::default(),
             tls: None,
+            limits_path: None,
+            host_concurrency: None,
             debug_addr: None,
         }
     }
@@ -114,17 +124,24 @@ pub enum ServerError {
     NoListener,
     #[error("cannot start I/O thread: {0}")]
     Thread(std::io::Error),
+    #[error("limits refused: {0}")]
+    Limits(#[from] crate::limits::LimitsError),
+    #[error("cannot watch the limits file: {0}")]
+    LimitsWatch(std::io::Error),
 }
 
 pub(crate) struct Entry {
     desc: Arc<MethodDesc>,
     handler: Handler,
+    /// Admission: ACL, rate limit, queue and workpool slots of this method.
+    gate: Arc<Gate>,
 }
 
 impl Entry {
     fn new(desc: MethodDesc, handler: Handler) -> Entry {
         crate::stats::register_server_method(&desc);
-        Entry { desc: Arc::new(desc), handler }
+        let gate = Gate::new(desc.path_arc().clone(), Default::default());
+        Entry { desc: Arc::new(desc), handler, gate }
     }
 }
 
@@ -159,6 +176,7 @@ enum State {
 /// A Courier server. Register methods, `listen`, `start`, later `shutdown`.
 pub struct Server {
     config: ServerConfig,
+    limits: Mutex<Option<Arc<LimitsFile>>>,
     state: Mutex<State>,
     health: HealthReporter,
     local_addrs: Mutex<Vec<SocketAddr>>,
@@ -175,6 +193,7 @@ impl Server {
         }
         Server {
             config,
+            limits: Mutex::new(None),
             state: Mutex::new(State::Building { router, listeners: Vec::new(), hosts: Vec::new() }),
             health,
             local_addrs: Mutex::new(Vec::new()),
@@ -239,7 +258,15 @@ impl Server {
             *st = State::Building { router, listeners, hosts };
             return Err(ServerError::NoListener);
         }
-        if let Err(e) = self.obs.start_debug(&self.config, &self.local_addrs(), None) {
+        if let Err(e) = self.apply_limits(&router) {
+            *st = State::Building { router, listeners, hosts };
+            return Err(e);
+        }
+        let limits = self.limits_file().map(|l| {
+            let l2 = l.clone();
+            crate::debug::LimitsView::new(move || l.to_json(), move || l2.reload_counts())
+        });
+        if let Err(e) = self.obs.start_debug(&self.config, &self.local_addrs(), limits) {
             *st = State::Building { router, listeners, hosts };
             return Err(e);
         }
@@ -280,6 +307,39 @@ impl Server {
         Ok(())
     }
 
+    /// Puts the limits in force on every method's gate, and watches the file.
+    fn apply_limits(&self, router: &HashMap<Box<str>, Entry>) -> Result<(), ServerError> {
+        let gates: Vec<(Arc<MethodDesc>, Arc<Gate>, bool)> =
+            router.values().map(|e| (e.desc.clone(), e.gate.clone(), matches!(e.handler, Handler::Host(_)))).collect();
+        let host_slots = self.config.host_concurrency;
+        let source = self.config.limits_path.as_ref().map(|p| p.display().to_string()).unwrap_or_default();
+        let apply = move |config: &LimitsConfig, text: &str| {
+            config.check_methods(text, &source, gates.iter().map(|(d, _, _)| (d.service(), d.name())))?;
+            for (desc, gate, host) in &gates {
+                let mut limits = config.method_limits(desc.service(), desc.name());
+                if *host && limits.max_concurrency.is_none() {
+                    limits.max_concurrency = host_slots;
+                }
+                gate.set_limits(limits);
+            }
+            Ok(())
+        };
+        match &self.config.limits_path {
+            None => apply(&LimitsConfig::default(), "")?,
+            Some(path) => {
+                let file = LimitsFile::open(path, &apply)?;
+                file.watch(Box::new(apply)).map_err(ServerError::LimitsWatch)?;
+                *self.limits.lock().unwrap_or_else(|e| e.into_inner()) = Some(file);
+            }
+        }
+        Ok(())
+    }
+
+    /// The limits file in force (path, limits, last reload), if any.
+    pub fn limits_file(&self) -> Option<Arc<LimitsFile>> {
+        self.limits.lock().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
     /// Graceful shutdown: stop accepting, send GOAWAY, let calls in flight finish
     /// for up to `grace`, then cancel what is left. Blocks until the I/O threads
     /// have exited. Calls still queued for host threads are answered `UNAVAILABLE`
@@ -287,6 +347,9 @@ impl Server {
     pub fn shutdown(&self, grace: Duration) {
         let (threads, shared, hosts) = {
             let mut st = self.state.lock().unwrap_or_else(|e| e.into_inner());
+            if let Some(l) = self.limits_file() {
+                l.stop();
+            }
             match std::mem::replace(&mut *st, State::Stopped) {
                 State::Running { threads, phase, shared, hosts } => {
                     self.health.set_all_not_serving();

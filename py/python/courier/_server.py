@@ -3,11 +3,13 @@ batches of calls from the core (the GIL is released while they wait)."""
 
 from __future__ import annotations
 
+import json
+import os
 import signal
 import threading
 import time
 from types import TracebackType
-from typing import Any, Callable, List, Mapping, Optional, Type
+from typing import Any, Callable, List, Mapping, Optional, Type, Union
 
 from . import _core
 from ._handlers import HandlerStats, bind, check_handlers, sync_runner
@@ -25,6 +27,8 @@ class Server:
 
     `workers`: I/O threads of the core (default: one per core).
     `max_concurrency`: Python handler threads, i.e. handlers running at once.
+    `limits`: the limits YAML file (ACLs, rate limits, queues; see
+    core/README.md), watched and reloaded when it changes or on SIGHUP.
     `debug_addr`: the debug (admin) server, `127.0.0.1:PORT` or `unix:/path`
     (`/metrics`, `/rpcz`, `/deps`, ... and the admin page at `/`).
     """
@@ -35,12 +39,21 @@ class Server:
         workers: Optional[int] = None,
         max_concurrency: int = 32,
         max_recv_message_size: Optional[int] = None,
-        tls: Optional[_core.ServerTLS] = None,
+        limits: Union[str, "os.PathLike[str]", None] = None,
         debug_addr: Optional[str] = None,
+        tls: Optional[_core.ServerTLS] = None,
     ) -> None:
         if max_concurrency < 1:
             raise ValueError("max_concurrency must be at least 1")
-        self._core = _core.Server(tls=tls, workers=workers, max_recv_message_size=max_recv_message_size, debug_addr=debug_addr)
+        self._core = _core.Server(tls=tls, 
+            workers=workers,
+            max_recv_message_size=max_recv_message_size,
+            limits=None if limits is None else os.fspath(limits),
+            # Every method's workpool is the handler threads, unless the
+            # limits file sets a smaller max_concurrency.
+            host_concurrency=max_concurrency,
+            debug_addr=debug_addr,
+        )
         self._max_concurrency = max_concurrency
         self._runners: List[Callable[[_core.Call], None]] = []
         self._threads: List[threading.Thread] = []
@@ -73,6 +86,11 @@ class Server:
     def set_serving(self, service: str, serving: bool) -> None:
         """Sets a service's status in the built-in `grpc.health.v1` service."""
         self._core.set_serving(service, serving)
+
+    def limits_status(self) -> Optional[dict[str, Any]]:
+        """The limits in force, the file and the last reload's result (or None)."""
+        text = self._core.limits_json()
+        return None if text is None else dict(json.loads(text))
 
     def start(self) -> None:
         self._core.start()

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import inspect
+import os
 from types import TracebackType
 from typing import Any, AsyncIterable, AsyncIterator, Callable, Generator, Iterable, List, Mapping, Optional, Tuple, Type, TypeVar, Union
 
@@ -170,11 +171,16 @@ class Server:
         *,
         workers: Optional[int] = None,
         max_recv_message_size: Optional[int] = None,
-        tls: Optional[_core.ServerTLS] = None,
+        limits: Union[str, "os.PathLike[str]", None] = None,
         debug_addr: Optional[str] = None,
+        tls: Optional[_core.ServerTLS] = None,
     ) -> None:
-        self._core = _core.Server(
-            tls=tls, workers=workers, max_recv_message_size=max_recv_message_size, event_loop=True, debug_addr=debug_addr
+        self._core = _core.Server(tls=tls, 
+            workers=workers,
+            max_recv_message_size=max_recv_message_size,
+            event_loop=True,
+            limits=None if limits is None else os.fspath(limits),
+            debug_addr=debug_addr,
         )
         self._handlers: List[Tuple[Method[Any, Any], Callable[..., Any]]] = []
         self._runners: List[Callable[[_core.Call], None]] = []
