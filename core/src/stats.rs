@@ -805,7 +805,9 @@ pub struct ClientMethodStats {
     latency: Histogram,
     in_flight: AtomicI64,
     last_call_ns: AtomicU64,
-    /// Targets called (for `/deps`): rare writes, read at scrape time.
+    /// Calls of closed channels by target (for `/deps`): written when a
+    /// channel is dropped, read at scrape time; live channels count in
+    /// their own lock-free edge table.
     targets: Mutex<Vec<(Box<str>, u64, u64)>>,
 }
 
@@ -858,7 +860,19 @@ pub struct ChannelStats {
     failed: AtomicU64,
     in_flight: AtomicI64,
     last_call_ns: AtomicU64,
+    /// Calls and errors per method on this channel: an insert-only,
+    /// lock-free table (methods past its size count nowhere but per method).
+    edges: Box<[OnceLock<ChannelEdge>]>,
 }
+
+/// Calls of one method through one channel.
+struct ChannelEdge {
+    method: Arc<ClientMethodStats>,
+    calls: AtomicU64,
+    errors: AtomicU64,
+}
+
+const CHANNEL_EDGES: usize = 64;
 
 static CHANNELS: Mutex<Vec<Weak<ChannelStats>>> = Mutex::new(Vec::new());
 
@@ -872,6 +886,7 @@ impl ChannelStats {
             failed: AtomicU64::new(0),
             in_flight: AtomicI64::new(0),
             last_call_ns: AtomicU64::new(0),
+            edges: (0..CHANNEL_EDGES).map(|_| OnceLock::new()).collect(),
         });
         let mut all = CHANNELS.lock().unwrap_or_else(|e| e.into_inner());
         all.retain(|w| w.strong_count() > 0);
@@ -886,6 +901,38 @@ impl ChannelStats {
     }
     pub fn failed(&self) -> u64 {
         self.failed.load(Relaxed)
+    }
+
+    fn edge(&self, m: &Arc<ClientMethodStats>) -> Option<&ChannelEdge> {
+        let h = (Arc::as_ptr(m) as usize) >> 4;
+        for i in 0..CHANNEL_EDGES {
+            let slot = &self.edges[(h + i) % CHANNEL_EDGES];
+            let e = slot.get_or_init(|| ChannelEdge { method: m.clone(), calls: AtomicU64::new(0), errors: AtomicU64::new(0) });
+            if Arc::ptr_eq(&e.method, m) {
+                return Some(e);
+            }
+        }
+        None
+    }
+}
+
+impl Drop for ChannelStats {
+    /// Keeps the channel's calls in `/deps` after it is gone.
+    fn drop(&mut self) {
+        for e in self.edges.iter().filter_map(OnceLock::get) {
+            let (calls, errors) = (e.calls.load(Relaxed), e.errors.load(Relaxed));
+            if calls == 0 {
+                continue;
+            }
+            let mut t = e.method.targets.lock().unwrap_or_else(|e| e.into_inner());
+            match t.iter_mut().find(|(name, _, _)| **name == *self.target) {
+                Some(x) => {
+                    x.1 += calls;
+                    x.2 += errors;
+                }
+                None => t.push((self.target.clone(), calls, errors)),
+            }
+        }
     }
 }
 
@@ -942,13 +989,10 @@ impl ClientCall {
         } else {
             ch.failed.fetch_add(1, Relaxed);
         }
-        if let Ok(mut t) = m.targets.try_lock() {
-            match t.iter_mut().find(|(name, _, _)| **name == *ch.target) {
-                Some(e) => {
-                    e.1 += 1;
-                    e.2 += u64::from(code != Code::Ok);
-                }
-                None => t.push((ch.target.clone(), 1, u64::from(code != Code::Ok))),
+        if let Some(e) = ch.edge(m) {
+            e.calls.fetch_add(1, Relaxed);
+            if code != Code::Ok {
+                e.errors.fetch_add(1, Relaxed);
             }
         }
         if let Some(span) = self.span.take() {
@@ -1122,16 +1166,28 @@ pub struct CalleeEdge {
 
 /// What this process called through its channels.
 pub fn callees() -> Vec<CalleeEdge> {
-    let mut out = Vec::new();
+    let mut out: Vec<CalleeEdge> = Vec::new();
+    let mut add = |target: &str, m: &ClientMethodStats, calls: u64, errors: u64| {
+        match out.iter_mut().find(|e| e.target == target && e.service == *m.service && e.method == *m.method) {
+            Some(e) => {
+                e.calls += calls;
+                e.errors += errors;
+            }
+            None => out.push(CalleeEdge { target: target.to_string(), service: m.service.to_string(), method: m.method.to_string(), calls, errors }),
+        }
+    };
+    for ch in channels() {
+        for e in ch.edges.iter().filter_map(OnceLock::get) {
+            let calls = e.calls.load(Relaxed);
+            if calls > 0 {
+                add(&ch.target, &e.method, calls, e.errors.load(Relaxed));
+            }
+        }
+    }
     for m in client_methods() {
-        for (target, calls, errors) in m.targets.lock().unwrap_or_else(|e| e.into_inner()).iter() {
-            out.push(CalleeEdge {
-                target: target.to_string(),
-                service: m.service.to_string(),
-                method: m.method.to_string(),
-                calls: *calls,
-                errors: *errors,
-            });
+        let closed: Vec<(Box<str>, u64, u64)> = m.targets.lock().unwrap_or_else(|e| e.into_inner()).clone();
+        for (target, calls, errors) in closed {
+            add(&target, &m, calls, errors);
         }
     }
     out
@@ -1389,6 +1445,22 @@ mod tests {
         assert_eq!(t.index_of("table-a"), a, "known names keep their slot");
         assert_eq!(t.index_of("fill-19"), OVERFLOW);
         assert_eq!(client_index(None), UNAUTHENTICATED);
+    }
+
+    #[test]
+    fn callee_edges_survive_their_channel() {
+        let d = desc("/stats.unit.Callee/Get");
+        let ch = ChannelStats::new("callee.unit:1");
+        for code in [Code::Ok, Code::Ok, Code::Unavailable] {
+            let mut h = HeaderMap::new();
+            ClientCall::start(&ch, &d, &mut h).finish(code);
+        }
+        drop(ClientCall::start(&ch, &d, &mut HeaderMap::new()));
+        let find = || callees().into_iter().find(|e| e.target == "callee.unit:1" && e.method == "Get").map(|e| (e.calls, e.errors));
+        assert_eq!(find(), Some((4, 2)));
+        assert_eq!((ch.started(), ch.succeeded(), ch.failed()), (4, 2, 2));
+        drop(ch);
+        assert_eq!(find(), Some((4, 2)), "kept after the channel is gone");
     }
 
     #[test]
