@@ -303,3 +303,35 @@ def test_debug_addr_is_checked(pb: Any) -> None:
         server.start()
     assert "not loopback" in str(e.value)
     server.stop(0)
+
+
+def test_rejections_and_limits_on_the_debug_server(pb: Any, tmp_path: pathlib.Path) -> None:
+    """Admission's refusals are counted per method and per client, by reason;
+    /config shows the limits in force and the last reload; /metrics counts reloads."""
+    limits = tmp_path / "limits.yaml"
+    limits.write_text("limits:\n  courier.test.Test:\n    UnaryStream:\n      rate_acls:\n        unauthenticated: 0\n")
+    server, port, _ = start_sync_server(pb, debug_addr="127.0.0.1:0", limits=limits)
+    try:
+        dbg = server.debug_addr
+        assert dbg is not None
+        ch = courier.Channel(f"127.0.0.1:{port}")
+        svc = make_service(pb)
+        for _ in range(3):
+            with pytest.raises(courier.RpcError) as e:
+                list(ch.server_streaming(courier.Context.background(), svc.method("UnaryStream"), pb.TestRequest(count=1)))
+            assert e.value.code == StatusCode.UNAUTHENTICATED
+        assert ch.unary(courier.Context.background(), svc.method("UnaryUnary"), pb.TestRequest(s="ok")).s == "ok"
+        metrics = get_text(dbg, "/metrics")
+        labels = {"service": "courier.test.Test", "method": "UnaryStream"}
+        assert _metric(metrics, "courier_server_rejections_total", reason="unauthenticated", **labels) >= 3
+        assert _metric(metrics, "courier_server_requests_total", code="UNAUTHENTICATED", **labels) >= 3
+        assert _metric(metrics, "courier_server_client_rejections_total", client="unauthenticated", reason="unauthenticated") >= 3
+        assert _metric(metrics, "courier_config_reloads_total", result="applied") >= 0
+        config = json.loads(get_text(dbg, "/config"))
+        assert config["limits"]["path"] == str(limits)
+        assert config["limits"]["last_reload"]["ok"] is True
+        assert config["limits"]["limits"]["courier.test.Test"]["UnaryStream"]["rate_acls"]["unauthenticated"] == 0
+        page = get_text(dbg, "/")
+        assert "UnaryStream" in page and "rate_acls" in page, "the admin page shows the limits in force"
+    finally:
+        server.stop(1.0)
