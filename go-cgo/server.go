@@ -37,6 +37,8 @@ type serverOptions struct {
 	base           context.Context
 	logger         *log.Logger
 	tls            *ServerTLS
+	limits         string
+	debugAddr      string
 }
 
 // ServerOption configures a Server.
@@ -57,6 +59,15 @@ func MaxRecvMsgSize(n int) ServerOption { return func(o *serverOptions) { o.maxR
 // BaseContext sets the parent of every handler's context (for values; its
 // cancellation is not propagated). Default context.Background().
 func BaseContext(ctx context.Context) ServerOption { return func(o *serverOptions) { o.base = ctx } }
+
+// LimitsFile serves with the limits in the YAML file at path (ACLs, rate
+// limits and queues per service and method and client identity), watched and
+// hot-reloaded by the core; a bad file is refused by Start with the line at fault.
+func LimitsFile(path string) ServerOption { return func(o *serverOptions) { o.limits = path } }
+
+// DebugAddr starts the core's debug server (/metrics, /info, /config, /rpcz,
+// ...) on addr: "127.0.0.1:PORT" or "unix:/path". Never the RPC port.
+func DebugAddr(addr string) ServerOption { return func(o *serverOptions) { o.debugAddr = addr } }
 
 // ErrorLog sets where handler panics are logged (default: the log package's logger).
 func ErrorLog(l *log.Logger) ServerOption { return func(o *serverOptions) { o.logger = l } }
@@ -113,10 +124,25 @@ func NewServer(opts ...ServerOption) *Server {
 		copts.tls = o.tls.h
 	}
 	copts.event_fd = C.bool(!blockingPull)
-	h := C.courier_server_new(&copts, nil)
+	// Methods whose limits set no max_concurrency run as many handlers at once
+	// as there are workers.
+	copts.host_concurrency = C.uint32_t(o.maxConcurrency)
+	// Strings in the options struct must be C memory (cgo pointer rules).
+	if o.limits != "" {
+		cs := C.CString(o.limits)
+		defer C.free(unsafe.Pointer(cs))
+		copts.limits_path, copts.limits_path_len = (*C.uint8_t)(unsafe.Pointer(cs)), C.size_t(len(o.limits))
+	}
+	if o.debugAddr != "" {
+		cs := C.CString(o.debugAddr)
+		defer C.free(unsafe.Pointer(cs))
+		copts.debug_addr, copts.debug_addr_len = (*C.uint8_t)(unsafe.Pointer(cs)), C.size_t(len(o.debugAddr))
+	}
+	var cerr *C.CourierError
+	h := C.courier_server_new(&copts, &cerr)
 	runtime.KeepAlive(o.tls)
 	if h == nil {
-		panic("courier: cannot create a server")
+		panic("courier: cannot create a server: " + takeError(cerr).Error())
 	}
 	s := &Server{h: h, opts: o}
 	if !blockingPull {

@@ -8,6 +8,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strconv"
+	"strings"
 	"testing"
 	"time"
 
@@ -173,4 +174,44 @@ func splitHostPort(s string) (string, string, error) {
 		}
 	}
 	return s, "", nil
+}
+
+// The core's admission applies to Go servers: a limits file's ACL admits the
+// ocr identity and refuses a client without a certificate.
+func TestLimitsFileACL(t *testing.T) {
+	pki := devPKI(t)
+	limits := filepath.Join(t.TempDir(), "limits.yaml")
+	os.WriteFile(limits, []byte("limits:\n  courier.test.Test:\n    default:\n      rate_acls:\n        ocr: -1\n        authenticated: 0\n        unauthenticated: 0\n"), 0o644)
+	st, err := courier.ServerTLSFromFiles(filepath.Join(pki, "server/cert.pem"), filepath.Join(pki, "server/key.pem"), filepath.Join(pki, "ca/ca.pem"), courier.OptionalClientCert())
+	if err != nil {
+		t.Fatal(err)
+	}
+	s := courier.NewServer(courier.IOThreads(1), courier.WithTLS(st), courier.LimitsFile(limits))
+	if err := pb.RegisterTestServer(s, &testService{}); err != nil {
+		t.Fatal(err)
+	}
+	port, _ := s.Listen("127.0.0.1:0")
+	if err := s.Start(); err != nil {
+		t.Fatal(err)
+	}
+	defer s.Stop(time.Second)
+	target := "localhost:" + strconv.Itoa(port)
+	ctx := timeout(t, 10*time.Second)
+	if _, err := tlsClient(t, pki, target, "spiffe://example.org/go-server", true).UnaryUnary(ctx, &pb.TestRequest{}); err != nil {
+		t.Fatalf("ocr refused: %v", err)
+	}
+	_, err = tlsClient(t, pki, target, "spiffe://example.org/go-server", false).UnaryUnary(ctx, &pb.TestRequest{})
+	if courier.CodeOf(err) != courier.Unauthenticated {
+		t.Fatalf("a client without identity: %v", err)
+	}
+
+	bad := filepath.Join(t.TempDir(), "bad.yaml")
+	os.WriteFile(bad, []byte("limits:\n  courier.test.Test:\n    default:\n      queue: sideways\n"), 0o644)
+	s2 := courier.NewServer(courier.IOThreads(1), courier.LimitsFile(bad))
+	pb.RegisterTestServer(s2, &testService{})
+	s2.Listen("127.0.0.1:0")
+	if err := s2.Start(); err == nil || !strings.Contains(err.Error(), "bad.yaml:4") {
+		t.Fatalf("a bad limits file: %v", err)
+	}
+	s2.Stop(0)
 }

@@ -153,6 +153,16 @@ typedef struct {
   // `courier_server_next_batch` (for runtimes whose threads should not block
   // in foreign code, such as Go's).
   bool event_fd;
+  // The limits file (ACLs, rate limits, queues; hot-reloaded), length 0:
+  // every method open with defaults.
+  const uint8_t *limits_path;
+  size_t limits_path_len;
+  // Workpool slots of methods whose limits set no `max_concurrency`: the
+  // host's handler threads (0: the core's default).
+  uint32_t host_concurrency;
+  // The debug (admin) server: `127.0.0.1:PORT` or `unix:/path`; length 0: none.
+  const uint8_t *debug_addr;
+  size_t debug_addr_len;
 } CourierServerOptions;
 
 // One call taken by `courier_server_next_batch`.

@@ -79,6 +79,11 @@ fn server_error(e: ServerError) -> CourierError {
         ServerError::Bind { .. } | ServerError::Thread(_) => CourierErrorKind::Io,
         ServerError::DuplicateMethod(_) | ServerError::KindMismatch { .. } => CourierErrorKind::InvalidArgument,
         ServerError::AlreadyStarted | ServerError::NoListener => CourierErrorKind::State,
+        ServerError::Limits(_) => CourierErrorKind::InvalidArgument,
+        ServerError::LimitsWatch(_) => CourierErrorKind::Io,
+        // Kinds added to the core later: still an error with its message.
+        #[allow(unreachable_patterns)]
+        _ => CourierErrorKind::State,
     };
     CourierError::new(kind, e.to_string())
 }
@@ -99,6 +104,16 @@ pub struct CourierServerOptions {
     /// `courier_server_next_batch` (for runtimes whose threads should not block
     /// in foreign code, such as Go's).
     pub event_fd: bool,
+    /// The limits file (ACLs, rate limits, queues; hot-reloaded), length 0:
+    /// every method open with defaults.
+    pub limits_path: *const u8,
+    pub limits_path_len: usize,
+    /// Workpool slots of methods whose limits set no `max_concurrency`: the
+    /// host's handler threads (0: the core's default).
+    pub host_concurrency: u32,
+    /// The debug (admin) server: `127.0.0.1:PORT` or `unix:/path`; length 0: none.
+    pub debug_addr: *const u8,
+    pub debug_addr_len: usize,
 }
 
 /// A server whose methods are served by host threads.
@@ -156,8 +171,29 @@ pub struct CourierCallInfo {
 #[no_mangle]
 pub unsafe extern "C" fn courier_server_new(opts: *const CourierServerOptions, err: *mut *mut CourierError) -> *mut CourierServer {
     guard(err, std::ptr::null_mut(), || {
-        let opts = opts.as_ref().copied().unwrap_or(CourierServerOptions { workers: 0, max_recv_message_size: 0, tls: std::ptr::null(), event_fd: false });
+        let opts = opts.as_ref().copied().unwrap_or(CourierServerOptions {
+            workers: 0,
+            max_recv_message_size: 0,
+            tls: std::ptr::null(),
+            event_fd: false,
+            limits_path: std::ptr::null(),
+            limits_path_len: 0,
+            host_concurrency: 0,
+            debug_addr: std::ptr::null(),
+            debug_addr_len: 0,
+        });
         let mut config = ServerConfig::default();
+        let limits = str_arg(opts.limits_path, opts.limits_path_len, "limits path")?;
+        if !limits.is_empty() {
+            config.limits_path = Some(limits.into());
+        }
+        if opts.host_concurrency > 0 {
+            config.host_concurrency = Some(opts.host_concurrency);
+        }
+        let debug = str_arg(opts.debug_addr, opts.debug_addr_len, "debug address")?;
+        if !debug.is_empty() {
+            config.debug_addr = Some(debug.to_string());
+        }
         config.tls = opts.tls.as_ref().map(|t| t.0.clone());
         if opts.workers > 0 {
             config.workers = opts.workers as usize;

@@ -7,7 +7,7 @@ use crate::compile::Error;
 use crate::model::DeadlineOverrides;
 
 pub const USAGE: &str = "\
-usage: courier-stubgen [-I DIR]... [--python_out=DIR] [--descriptor_set_out=FILE]
+usage: courier-stubgen [-I DIR]... [--python_out=DIR] [--go_out=DIR] [--descriptor_set_out=FILE]
                        [--deadline=SERVICE[/METHOD]=DURATION]... [--courier_options=FILE]
                        PROTO...
 
@@ -20,6 +20,13 @@ courier/options.proto are built in) and writes, per file, into --python_out:
 options:
   -I DIR, --proto_path=DIR   where imports are looked up (in order; default: .)
   --python_out=DIR           write Python code into DIR
+  --go_out=DIR               write Go code into DIR: x.pb.go (the stock protoc-gen-go,
+                             fed our descriptors; installed from the Go module proxy
+                             into ~/.cache/courier/go/bin when missing) and
+                             x_courier.pb.go (server interface, registration and client
+                             for github.com/courier-rpc/courier/go-cgo)
+  --go_opt=OPT               a protoc-gen-go option (paths=source_relative, M...=...)
+  --go_plugin=PATH           the protoc-gen-go to run
   --descriptor_set_out=FILE  write a FileDescriptorSet (imports and options included)
   --deadline=KEY=DURATION    a deadline for a service (pkg.Service) or method
                              (pkg.Service/Method) of a proto you cannot edit:
@@ -37,6 +44,8 @@ or a --deadline / --courier_options entry.";
 pub struct Args {
     pub includes: Vec<PathBuf>,
     pub python_out: Option<PathBuf>,
+    pub go_out: Option<PathBuf>,
+    pub go: crate::go::GoOptions,
     pub descriptor_set_out: Option<PathBuf>,
     pub overrides: DeadlineOverrides,
     pub files: Vec<PathBuf>,
@@ -90,6 +99,21 @@ pub fn parse(args: &[String]) -> Result<Args, Vec<Error>> {
                 Some(d) => a.python_out = Some(PathBuf::from(d)),
                 None => errors.push(Error::new("--python_out needs a directory")),
             }
+        } else if arg.starts_with("--go_out") {
+            match value("--go_out") {
+                Some(d) => a.go_out = Some(PathBuf::from(d)),
+                None => errors.push(Error::new("--go_out needs a directory")),
+            }
+        } else if arg.starts_with("--go_opt") {
+            match value("--go_opt") {
+                Some(v) => a.go.params.push(v),
+                None => errors.push(Error::new("--go_opt needs a value")),
+            }
+        } else if arg.starts_with("--go_plugin") {
+            match value("--go_plugin") {
+                Some(v) => a.go.plugin = Some(PathBuf::from(v)),
+                None => errors.push(Error::new("--go_plugin needs a path")),
+            }
         } else if arg.starts_with("--descriptor_set_out") {
             match value("--descriptor_set_out") {
                 Some(d) => a.descriptor_set_out = Some(PathBuf::from(d)),
@@ -141,7 +165,7 @@ pub fn run(args: &Args) -> Result<Vec<PathBuf>, Vec<Error>> {
     if args.files.is_empty() {
         return Err(vec![Error::new("no input files").with_help("usage: courier-stubgen -I DIR --python_out=OUT a.proto ...")]);
     }
-    if args.python_out.is_none() && args.descriptor_set_out.is_none() {
+    if args.python_out.is_none() && args.go_out.is_none() && args.descriptor_set_out.is_none() {
         return Err(vec![Error::new("no output: give --python_out=DIR (or --descriptor_set_out=FILE)")]);
     }
     let compiled = crate::compile(&args.includes, &args.files)?;
@@ -149,6 +173,13 @@ pub fn run(args: &Args) -> Result<Vec<PathBuf>, Vec<Error>> {
     let mut written = Vec::new();
     if let Some(out) = &args.python_out {
         for f in crate::python::generate(&compiled, &model) {
+            let path = out.join(&f.path);
+            write(&path, f.content.as_bytes())?;
+            written.push(path);
+        }
+    }
+    if let Some(out) = &args.go_out {
+        for f in crate::go::generate(&compiled, &model, &args.go)? {
             let path = out.join(&f.path);
             write(&path, f.content.as_bytes())?;
             written.push(path);

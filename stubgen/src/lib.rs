@@ -14,6 +14,7 @@
 
 pub mod cli;
 pub mod compile;
+pub mod go;
 pub mod model;
 pub mod python;
 pub mod rust;
