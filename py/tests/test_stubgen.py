@@ -242,6 +242,7 @@ CASES: Dict[str, Any] = {
         r"--deadline=bad\.deadline\.Legacy=5s",
         r"--courier_options=FILE",
     ],
+    "keyword.proto": [r"keyword\.proto:11:3: error: method name bad\.keyword\.Imports\.import is a Python keyword"],
     "app_errors.proto": [
         r"app_errors\.proto:27:3: error: method bad\.apperr\.Both\.Get could use any of the rpc_error enums bad\.apperr\.AError, bad\.apperr\.BError",
         r"app_errors\.proto:28:3: error: unknown app-error enum \"Nope\"",

@@ -172,7 +172,7 @@ pub fn run(args: &Args) -> Result<Vec<PathBuf>, Vec<Error>> {
     let model = crate::model::build(&compiled, &args.overrides)?;
     let mut written = Vec::new();
     if let Some(out) = &args.python_out {
-        for f in crate::python::generate(&compiled, &model) {
+        for f in crate::python::generate(&compiled, &model)? {
             let path = out.join(&f.path);
             write(&path, f.content.as_bytes())?;
             written.push(path);

@@ -31,7 +31,7 @@ fn generate(include: &Path, file: &Path) -> Result<usize, Vec<courier_stubgen::E
         }
         let compiled = courier_stubgen::compile(&[include.to_path_buf()], &[file.to_path_buf()])?;
         let model = courier_stubgen::model::build(&compiled, &overrides)?;
-        Ok(courier_stubgen::python::generate(&compiled, &model).len())
+        Ok(courier_stubgen::python::generate(&compiled, &model)?.len())
     });
     r.unwrap_or_else(|_| panic!("the generator panicked on {}:\n{}", file.display(), std::fs::read_to_string(file).unwrap_or_default()))
 }

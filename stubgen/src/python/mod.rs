@@ -36,8 +36,28 @@ pub const PYTHON_RESERVED: &[&str] = &[
     "pass", "raise", "return", "try", "while", "with", "yield",
 ];
 
-/// Generates every Python file for the compiled protos.
-pub fn generate(compiled: &Compiled, model: &Model) -> Vec<GeneratedFile> {
+/// Generates every Python file for the compiled protos. Refuses services and
+/// methods whose names are Python keywords (a servicer could not define them).
+pub fn generate(compiled: &Compiled, model: &Model) -> Result<Vec<GeneratedFile>, Vec<crate::Error>> {
+    let mut errors = Vec::new();
+    for f in compiled.files() {
+        for svc in model.services_of(f.name()) {
+            if PYTHON_RESERVED.contains(&svc.desc.name()) {
+                errors.push(crate::compile::error_at(&f, svc.desc.path(), format!("service name {} is a Python keyword", svc.desc.name())));
+            }
+            for m in &svc.methods {
+                if PYTHON_RESERVED.contains(&m.desc.name()) {
+                    errors.push(
+                        crate::compile::error_at(&f, m.desc.path(), format!("method name {}.{} is a Python keyword", svc.desc.full_name(), m.desc.name()))
+                            .with_help("a Python servicer cannot define a method of that name: rename the rpc"),
+                    );
+                }
+            }
+        }
+    }
+    if !errors.is_empty() {
+        return Err(errors);
+    }
     let mut out = Vec::new();
     for f in compiled.files() {
         out.push(GeneratedFile { path: output_path(f.name(), "_pb2.py"), content: pb2::generate(compiled, &f) });
@@ -46,5 +66,5 @@ pub fn generate(compiled: &Compiled, model: &Model) -> Vec<GeneratedFile> {
             out.push(GeneratedFile { path: output_path(f.name(), "_courier.py"), content: courier::generate(compiled, model, &f) });
         }
     }
-    out
+    Ok(out)
 }
