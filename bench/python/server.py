@@ -30,7 +30,7 @@ def courier_sync(port: int) -> None:
     def echo(ctx: courier.Context, req: Any) -> Any:
         return pb.Resp(s=req.s)
 
-    server = courier.Server(workers=1, max_concurrency=int(__import__("os").environ.get("MAXC", "32")))
+    server = courier.Server(workers=1)
     server.add_handlers(svc, {"Echo": echo})
     announce(server.listen(f"127.0.0.1:{port}"))
     server.start()
