@@ -352,13 +352,16 @@ async fn under_deadline<T>(ctx: &Ctx, fut: impl Future<Output = Result<T, Status
     match ctx.deadline() {
         None => fut.await,
         Some(d) => {
+            let expired = || {
+                ctx.cancel(CancelReason::DeadlineExceeded);
+                Err(Status::deadline_exceeded("deadline exceeded"))
+            };
             tokio::select! {
                 biased;
-                r = fut => r,
-                _ = tokio::time::sleep_until(d.into()) => {
-                    ctx.cancel(CancelReason::DeadlineExceeded);
-                    Err(Status::deadline_exceeded("deadline exceeded"))
-                }
+                // A result that comes after the deadline (the handler saw its
+                // ctx expire before our timer fired) is still too late.
+                r = fut => if std::time::Instant::now() >= d { expired() } else { r },
+                _ = tokio::time::sleep_until(d.into()) => expired(),
             }
         }
     }
