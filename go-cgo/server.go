@@ -124,9 +124,10 @@ func NewServer(opts ...ServerOption) *Server {
 		copts.tls = o.tls.h
 	}
 	copts.event_fd = C.bool(!blockingPull)
-	// Methods whose limits set no max_concurrency run as many handlers at once
-	// as there are workers.
-	copts.host_concurrency = C.uint32_t(o.maxConcurrency)
+	// No default workpool bound (host_concurrency): a worker takes a batch of
+	// calls at a time, so bounding the calls admitted to the queue by the
+	// worker count would shrink every batch to one call (measured: 2-3x the
+	// CPU per call). A limits file's max_concurrency still applies.
 	// Strings in the options struct must be C memory (cgo pointer rules).
 	if o.limits != "" {
 		cs := C.CString(o.limits)
@@ -242,6 +243,8 @@ func (s *Server) Panics() int64 { return s.panics.Load() }
 // waiting in Go's netpoller for the core's eventfd (COURIER_GO_PULL=blocking).
 var blockingPull = os.Getenv("COURIER_GO_PULL") == "blocking"
 
+var yieldOnWake = os.Getenv("COURIER_GO_YIELD") != "0"
+
 // work is one worker: it pulls batches of calls, runs unary handlers inline
 // and returns their replies as one batch with its next pull.
 //
@@ -275,6 +278,12 @@ func (s *Server) work() {
 			if n == 0 {
 				if _, err := s.wake.Read(buf[:]); err != nil {
 					return // closed by Stop
+				}
+				if yieldOnWake {
+					// Let the I/O thread that woke us (and was preempted by
+					// the wake-up, when it shares our core) queue the rest of
+					// what it read before we take a batch.
+					syscall.Syscall(syscall.SYS_SCHED_YIELD, 0, 0, 0)
 				}
 				continue
 			}

@@ -8,14 +8,16 @@
 # Env: ROUNDS=3 DURATION=8 WARMUP=2 SERVER_CPU=0 CLIENT_CPU=1
 #      VARIANTS (default: "courier-w1 courier-w4 courier-b1 grpc"): courier-wN: N worker
 #      goroutines waiting for the core's eventfd in Go's netpoller (the default
-#      design); courier-bN: N workers locked to threads blocking in C; grpc: grpc-go  COURIER_FFI_PROFILE=release
+#      design); courier-bN: N workers locked to threads blocking in C; grpc: grpc-go;
+#      core-echo / core-host: the core's own echo (bench/core's courier-echo,
+#      Rust handler / a Rust host thread on the batched boundary), for reference  COURIER_FFI_PROFILE=release
 set -euo pipefail
 ROUNDS=${ROUNDS:-3}
 DURATION=${DURATION:-8}
 WARMUP=${WARMUP:-2}
 SERVER_CPU=${SERVER_CPU:-0}
 CLIENT_CPU=${CLIENT_CPU:-1}
-VARIANTS=${VARIANTS:-"courier-w1 courier-w4 courier-b1 grpc"}
+VARIANTS=${VARIANTS:-"courier-w1 courier-w4 courier-b1 grpc core-echo core-host"}
 # Servers and h2load run at this nice level, ahead of background builds (root only).
 NICE=${NICE:--10}
 HERE=$(cd "$(dirname "$0")" && pwd)
@@ -29,12 +31,16 @@ export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-$CACHE/target}
 BIN=$CACHE/bench-go
 mkdir -p "$BIN"
 (cd "$HERE" && go build -o "$BIN/server" ./server)
+case " $VARIANTS " in *" core-"*) (cd "$REPO" && cargo build -q --release -p courier-bench);; esac
+CORE_BIN=$CARGO_TARGET_DIR/release
 
 RAW=$REPO/bench/results/raw/go-$(date +%Y%m%d-%H%M%S)
 mkdir -p "$RAW"
 REQ=$RAW/req.bin
 # TestRequest{s: "hello, world!"} in a gRPC frame.
 printf '\x00\x00\x00\x00\x0f\x0a\x0dhello, world!' > "$REQ"
+CORE_REQ=$RAW/core-req.bin
+case " $VARIANTS " in *" core-"*) "$CORE_BIN/courier-bench" req "$CORE_REQ";; esac
 {
   echo "date: $(date -Is)"; echo "host: $(uname -srm)"
   echo "cpu: $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2- | sed 's/^ //') x $(nproc)"
@@ -59,20 +65,27 @@ PY
 for round in $(seq "$ROUNDS"); do
   for v in $VARIANTS; do
     pull=event
+    srv=("$BIN/server")
+    path=/courier.test.Test/UnaryUnary
+    req=$REQ
     case $v in
+      core-echo) srv=("$CORE_BIN/courier-echo" --port 0); args=(); path=/bench.Echo/Echo; req=$CORE_REQ;;
+      core-host) srv=("$CORE_BIN/courier-echo" --port 0 --host); args=(); path=/bench.Echo/Echo; req=$CORE_REQ;;
       courier-w*) args=(-impl courier -workers "${v#courier-w}");;
       courier-b*) args=(-impl courier -workers "${v#courier-b}"); pull=blocking;;
       grpc) args=(-impl grpc);;
       *) echo "unknown variant $v" >&2; exit 2;;
     esac
     base=$RAW/$v.r$round
-    COURIER_GO_PULL=$pull GOMAXPROCS=1 nice -n "$NICE" taskset -c "$SERVER_CPU" "$BIN/server" "${args[@]}" > "$base.server.log" 2>&1 &
+    COURIER_GO_PULL=$pull GOMAXPROCS=1 nice -n "$NICE" taskset -c "$SERVER_CPU" "${srv[@]}" "${args[@]}" > "$base.server.log" 2>&1 &
     pid=$!
     port=
     for _ in $(seq 100); do port=$(awk '/^PORT /{print $2; exit}' "$base.server.log"); [ -n "$port" ] && break; sleep 0.1; done
     [ -n "$port" ] || { echo "$v: no PORT" >&2; cat "$base.server.log" >&2; kill "$pid"; exit 1; }
-    "$BIN/server" -check "127.0.0.1:$port" > "$base.check.txt" 2>&1 || { echo "$v: check failed" >&2; cat "$base.check.txt"; kill "$pid"; exit 1; }
-    url=http://127.0.0.1:$port/courier.test.Test/UnaryUnary
+    if [ "$path" = /bench.Echo/Echo ]; then chk=("$CORE_BIN/courier-bench" check "$port"); else chk=("$BIN/server" -check "127.0.0.1:$port"); fi
+    "${chk[@]}" > "$base.check.txt" 2>&1 || { echo "$v: check failed" >&2; cat "$base.check.txt"; kill "$pid"; exit 1; }
+    url=http://127.0.0.1:$port$path
+    H2=(-H 'content-type: application/grpc' -H 'te: trailers' -d "$req")
     taskset -c "$CLIENT_CPU" h2load "$url" -n 20000 -c 16 -m 8 "${H2[@]}" > "$base.warmup.txt" 2>&1 || true
     nice -n "$NICE" taskset -c "$CLIENT_CPU" h2load "$url" -D "$DURATION" --warm-up-time "$WARMUP" -c 16 -m 8 "${H2[@]}" --log-file "$base.tput.log" > "$base.tput.txt" 2>&1 &
     lp=$!

@@ -347,7 +347,15 @@ async fn bounded<T>(ctx: &Ctx, deadline: Option<Instant>, fut: impl Future<Outpu
     let cancelled = ctx.cancel_signal();
     tokio::select! {
         biased;
-        r = fut => r,
+        r = fut => match r {
+            // A peer that resets the stream when the deadline passes (grpc-go
+            // servers do) can beat our own timer: past the deadline, the
+            // call's status is DEADLINE_EXCEEDED, not the reset's CANCELLED.
+            Err(s) if s.code() == crate::status::Code::Cancelled && deadline.is_some_and(|d| Instant::now() >= d) => {
+                Err(Status::deadline_exceeded("deadline exceeded"))
+            }
+            r => r,
+        },
         _ = async { match sleep { Some(s) => s.await, None => std::future::pending().await } } => {
             Err(Status::deadline_exceeded("deadline exceeded"))
         }

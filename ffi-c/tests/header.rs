@@ -33,3 +33,17 @@ fn header_is_current() {
         path.display()
     );
 }
+
+/// The header compiles as C99 and as C++ without warnings.
+#[test]
+fn header_compiles_as_c_and_cpp() {
+    let header = Path::new(env!("CARGO_MANIFEST_DIR")).join("include/courier.h");
+    for (cc, lang, std) in [("cc", "c", "-std=c99"), ("c++", "c++", "-std=c++11")] {
+        let out = std::process::Command::new(cc)
+            .args([std, "-Wall", "-Wextra", "-Werror", "-fsyntax-only", "-x", lang])
+            .arg(&header)
+            .output()
+            .unwrap_or_else(|e| panic!("cannot run {cc}: {e}"));
+        assert!(out.status.success(), "{cc} -x {lang}: {}", String::from_utf8_lossy(&out.stderr));
+    }
+}
