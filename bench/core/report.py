@@ -150,7 +150,8 @@ w1, w2 = med("courier-w1-free", "reqps"), med("courier-w2-free", "reqps")
 if w1 and w2:
     print(f"- Two cores: `--workers 2` unpinned = {k(w2)} req/s vs {k(w1)} with `--workers 1` unpinned "
           f"({w2 / w1:.2f}x). h2load runs on the same two vCPUs and takes a large share of them, so this "
-          "shows that a second I/O thread is used, not the 2-core ceiling of the server.")
+          "can show that a second I/O thread is used, not the 2-core ceiling of the server"
+          + (" (not judged on this disturbed run)." if noisy else "."))
 print()
 
 print("## Machine and versions\n")
