@@ -568,7 +568,10 @@ where
         .keep_alive_timeout(h2c.keepalive_timeout);
     let info = Arc::new(ConnInfo { peer, obs });
     let svc_shared = shared.clone();
-    let svc = hyper::service::service_fn(move |req| dispatch::dispatch(svc_shared.clone(), info.clone(), req));
+    // Boxed: the call's future is large (admission, deadlines, every handler
+    // kind); hyper and tokio would otherwise move it by value several times
+    // per call (measured with callgrind: -1.9k instructions per call).
+    let svc = hyper::service::service_fn(move |req| Box::pin(dispatch::dispatch(svc_shared.clone(), info.clone(), req)));
     let conn = b.serve_connection(io, svc);
     tokio::pin!(conn);
     let age = async {
