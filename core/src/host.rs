@@ -198,6 +198,14 @@ thread_local! {
     static HELD: std::cell::RefCell<Vec<usize>> = const { std::cell::RefCell::new(Vec::new()) };
 }
 
+/// Forgets this thread's batch of queue `id`; true if it held one.
+fn drop_hold(id: usize) -> bool {
+    HELD.with(|h| {
+        let mut h = h.borrow_mut();
+        h.iter().position(|&x| x == id).map(|i| h.swap_remove(i)).is_some()
+    })
+}
+
 impl Default for HostQueue {
     fn default() -> Self {
         HostQueue::new()
@@ -316,10 +324,7 @@ impl HostQueue {
     pub fn next_batch(&self, max: usize, timeout: Option<Duration>) -> Result<Vec<HostCall>, Closed> {
         let until = timeout.map(|t| Instant::now() + t);
         let id = self.id();
-        let held = HELD.with(|h| {
-            let mut h = h.borrow_mut();
-            h.iter().position(|&x| x == id).map(|i| h.swap_remove(i)).is_some()
-        });
+        let held = drop_hold(id);
         let mut st = self.lock();
         if held {
             st.active -= 1;
@@ -353,11 +358,7 @@ impl HostQueue {
     /// Tells the queue this thread holds no batch any more (a host thread that
     /// stops pulling calls this, so idle threads are woken without delay).
     pub fn release(&self) {
-        let id = self.id();
-        let held = HELD.with(|h| {
-            let mut h = h.borrow_mut();
-            h.iter().position(|&x| x == id).map(|i| h.swap_remove(i)).is_some()
-        });
+        let held = drop_hold(self.id());
         if held {
             self.lock().active -= 1;
         }

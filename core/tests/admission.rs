@@ -2,6 +2,7 @@
 //! (Identity-based rules over mutual TLS are in tests/tls_admission.rs.)
 
 mod common;
+mod tls_support;
 
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -11,6 +12,7 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use common::*;
 use courier_core::*;
+use tls_support::TempDir;
 
 struct Limited {
     server: Server,
@@ -19,29 +21,11 @@ struct Limited {
     _dir: TempDir,
 }
 
-/// A throwaway directory under the system temp dir.
-struct TempDir(PathBuf);
-
-impl TempDir {
-    fn new(tag: &str) -> TempDir {
-        static N: AtomicUsize = AtomicUsize::new(0);
-        let p = std::env::temp_dir().join(format!("courier-adm-{tag}-{}-{}", std::process::id(), N.fetch_add(1, Ordering::Relaxed)));
-        std::fs::create_dir_all(&p).unwrap();
-        TempDir(p)
-    }
-}
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
-
 /// A server for `/courier.test.Test/*` (Rust-native, see common) and
 /// `/courier.test.Host/*` (one host thread) with `yaml` as its limits file.
 fn limited(yaml: &str, host_threads: usize) -> Limited {
     let dir = TempDir::new("srv");
-    let file = dir.0.join("limits.yaml");
+    let file = dir.path().join("limits.yaml");
     std::fs::write(&file, yaml).unwrap();
     let config = ServerConfig { workers: 1, limits_path: Some(file.clone()), ..Default::default() };
     let server = Server::new(config);
@@ -181,7 +165,7 @@ async fn host_methods_get_the_binding_concurrency_by_default() {
     // One host thread, `host_concurrency: 1` (as a binding with one thread
     // would set): a second call waits in the gate, LIFO, and times out there.
     let dir = TempDir::new("host");
-    let file = dir.0.join("limits.yaml");
+    let file = dir.path().join("limits.yaml");
     std::fs::write(&file, "limits:\n  courier.test.Host:\n    default:\n      queue_timeout_ms: 100\n").unwrap();
     let server = Server::new(ServerConfig { workers: 1, limits_path: Some(file), host_concurrency: Some(1), ..Default::default() });
     let host = HostQueue::new();
@@ -277,7 +261,7 @@ async fn invalid_reload_is_refused_and_the_old_limits_stay() {
 #[test]
 fn invalid_file_at_start_is_an_error_naming_the_line() {
     let dir = TempDir::new("start");
-    let file = dir.0.join("limits.yaml");
+    let file = dir.path().join("limits.yaml");
     std::fs::write(&file, "limits:\n  a.B:\n    M:\n      queue: stack\n").unwrap();
     let server = Server::new(ServerConfig { workers: 1, limits_path: Some(file), ..Default::default() });
     server.listen("127.0.0.1:0").unwrap();
