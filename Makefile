@@ -10,7 +10,7 @@ VENV ?= $(CACHE)/venv
 PY := $(VENV)/bin/python
 PYTEST_WORKERS ?= 2
 
-.PHONY: demo test test-rust test-py test-go typecheck py-dev venv tools bench bench-core bench-tls clean-cache
+.PHONY: demo test test-rust test-py test-go typecheck py-dev venv tools java-peer bench bench-core bench-tls clean-cache
 
 demo: py-dev
 	cargo build -q -p courier-testpeer
@@ -22,7 +22,7 @@ test: test-rust test-py typecheck test-go
 test-rust:
 	cargo test --workspace --locked
 
-test-py: py-dev tools
+test-py: py-dev tools java-peer
 	cargo build -q -p courier-testpeer
 	$(PY) -m pytest -q -n $(PYTEST_WORKERS) py/tests tests/interop
 
@@ -61,6 +61,18 @@ $(CACHE)/bin/.jaeger-$(JAEGER_VERSION).stamp:
 	cd $(CACHE)/jaeger-build && { [ -f go.mod ] || go mod init courier-jaeger-build; } \
 	  && go get -tool github.com/jaegertracing/jaeger/cmd/jaeger@$(JAEGER_VERSION) \
 	  && go build -o $(CACHE)/bin/jaeger github.com/jaegertracing/jaeger/cmd/jaeger
+	touch $@
+
+# The stock grpc-java peer (tests/peers/java): one shaded jar with a server of
+# courier.test.Test and bench.Echo and the interop matrix's Java client, built
+# from Maven Central into $(CACHE) (Maven's repository too); rebuilt only when
+# its sources change. Offline first, so a warm cache needs no network.
+JAVA_PEER_JAR := $(CACHE)/java-peer/courier-grpc-java-peer.jar
+MVN := mvn -q -B -Dmaven.repo.local=$(CACHE)/m2 -Dpeer.build.dir=$(CACHE)/java-peer -f tests/peers/java/pom.xml
+java-peer: $(JAVA_PEER_JAR)
+
+$(JAVA_PEER_JAR): tests/peers/java/pom.xml $(shell find tests/peers/java/src -name '*.java') tests/protos/courier/test/test.proto bench/python/echo.proto
+	$(MVN) -o package 2>/dev/null || $(MVN) package
 	touch $@
 
 # The Python package, built from this tree into the venv (debug build, editable).
