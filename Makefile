@@ -75,6 +75,19 @@ $(JAVA_PEER_JAR): tests/peers/java/pom.xml $(shell find tests/peers/java/src -na
 	$(MVN) -o package 2>/dev/null || $(MVN) package
 	touch $@
 
+# The official grpc-go interop client (google.golang.org/grpc/interop/client),
+# for gRPC's standard interop cases against Courier's Python TestService
+# (tests/interop/test_grpc_interop_cases.py). `go install` names it `client`,
+# so it is installed into a directory of its own and renamed.
+GRPC_GO_INTEROP_VERSION := v1.85.0
+tools: $(CACHE)/bin/.grpc-go-interop-client-$(GRPC_GO_INTEROP_VERSION).stamp
+
+$(CACHE)/bin/.grpc-go-interop-client-$(GRPC_GO_INTEROP_VERSION).stamp:
+	mkdir -p $(CACHE)/bin/grpc-go-interop
+	GOBIN=$(CACHE)/bin/grpc-go-interop go install google.golang.org/grpc/interop/client@$(GRPC_GO_INTEROP_VERSION)
+	mv -f $(CACHE)/bin/grpc-go-interop/client $(CACHE)/bin/grpc-go-interop-client
+	touch $@
+
 # The Python package, built from this tree into the venv (debug build, editable).
 py-dev: venv
 	VIRTUAL_ENV=$(VENV) $(VENV)/bin/maturin develop -q
