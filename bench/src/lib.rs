@@ -6,6 +6,10 @@ use std::io::Write;
 /// The one method every benchmark server serves.
 pub const METHOD: &str = "/bench.Echo/Echo";
 
+/// The server-streaming method of `courier-echo`: the request message sent
+/// back again and again until the client cancels.
+pub const STREAM_METHOD: &str = "/bench.Echo/Stream";
+
 /// `Req{s: "hello, world!"}` (field 1, string) as a protobuf message: 15 bytes.
 pub const REQ_MESSAGE: &[u8] = b"\x0a\x0dhello, world!";
 
@@ -14,6 +18,38 @@ pub fn request_frame() -> Vec<u8> {
     let mut v = vec![0u8];
     v.extend_from_slice(&(REQ_MESSAGE.len() as u32).to_be_bytes());
     v.extend_from_slice(REQ_MESSAGE);
+    v
+}
+
+/// A protobuf message of exactly `size` bytes (at least 3): one length-delimited
+/// field `field` (1: `string s` of `Req`/`TestRequest`, 2: `bytes payload` of
+/// `TestRequest`/`TestResponse`) filled with 'x'.
+pub fn message(field: u32, size: usize) -> Vec<u8> {
+    assert!(size >= 3 && field < 16, "message of {size} bytes, field {field}");
+    let varint_len = |v: usize| if v < 1 << 7 { 1 } else if v < 1 << 14 { 2 } else if v < 1 << 21 { 3 } else { 4 };
+    // tag (1 byte) + varint(len) + len == size
+    let mut len = size - 2;
+    while 1 + varint_len(len) + len > size {
+        len -= 1;
+    }
+    let mut v = Vec::with_capacity(size);
+    v.push((field << 3 | 2) as u8);
+    let mut n = len;
+    while n >= 0x80 {
+        v.push((n as u8) | 0x80);
+        n >>= 7;
+    }
+    v.push(n as u8);
+    v.resize(size, b'x');
+    v
+}
+
+/// `message` in a gRPC frame (5-byte prefix).
+pub fn frame(msg: &[u8]) -> Vec<u8> {
+    let mut v = Vec::with_capacity(msg.len() + 5);
+    v.push(0);
+    v.extend_from_slice(&(msg.len() as u32).to_be_bytes());
+    v.extend_from_slice(msg);
     v
 }
 

@@ -1,5 +1,7 @@
 //! Courier's engine serving a unary echo at `/bench.Echo/Echo` on its normal
-//! path (method table, ctx, mandatory deadline: a 10 s method default).
+//! path (method table, ctx, mandatory deadline: a 10 s method default), and a
+//! server-streaming `/bench.Echo/Stream` that sends the request message back
+//! again and again until the client cancels (the throughput benchmark).
 //!
 //! `--workers N`: I/O threads (default 1).
 //! `--no-deadline`: register the method with `DeadlinePolicy::NoDeadline` (no timer
@@ -7,14 +9,20 @@
 //! `--host`: the method is served through a `HostQueue` by one Rust thread that
 //! pulls batches (`next_batch(64, None)`) and answers with one `ReplyBatch` per
 //! batch: the boundary a host-language binding uses, without a host language.
+//! `--limits FILE`: the limits file (admission: ACL, rate limit, queue, workpool).
+//! `--tls DIR`: mutual TLS with DIR/server-ecdsa/{cert,key}.pem and DIR/ca/ca.pem
+//! (the layout `courier-bench-tls pki` writes).
+//! `--adaptive-window`: HTTP/2 windows grown from the measured BDP.
+//! `--bind ADDR`: listen address (default 127.0.0.1; the high-BDP run binds a veth address).
 
+use std::path::PathBuf;
 use std::time::Duration;
 
 use bytes::Bytes;
-use courier_bench::{announce_port, arg_value, has_flag, port_arg, usage, METHOD};
+use courier_bench::{announce_port, arg_value, has_flag, port_arg, usage, METHOD, STREAM_METHOD};
 use courier_core::{
-    Ctx, DeadlinePolicy, Handler, HostQueue, HostReply, HostRequest, MethodDesc, MethodKind, ReplyBatch, Server,
-    ServerConfig, Status,
+    Ctx, DeadlinePolicy, Handler, HostQueue, HostReply, HostRequest, MethodDesc, MethodKind, ReplyBatch,
+    ResponseSender, Server, ServerConfig, ServerTls, ServerTlsConfig, Status,
 };
 
 fn main() {
@@ -22,13 +30,27 @@ fn main() {
     let workers: usize =
         arg_value("--workers").map(|w| w.parse().unwrap_or_else(|_| usage("--workers takes a number"))).unwrap_or(1);
     let host = has_flag("--host");
-    let server = Server::new(ServerConfig { workers, ..ServerConfig::default() });
+    let tls = arg_value("--tls").map(|dir| {
+        let d = PathBuf::from(dir);
+        let mut c = ServerTlsConfig::new(
+            d.join("server-ecdsa/cert.pem"),
+            d.join("server-ecdsa/key.pem"),
+            d.join("ca/ca.pem"),
+        );
+        c.reload_interval = None;
+        ServerTls::new(c).unwrap_or_else(|e| usage(&format!("tls: {e}")))
+    });
+    let mut config = ServerConfig { workers, tls, limits_path: arg_value("--limits").map(PathBuf::from), ..ServerConfig::default() };
+    if has_flag("--adaptive-window") {
+        config.http2.adaptive_window = true;
+    }
+    let server = Server::new(config);
     let policy = if has_flag("--no-deadline") {
         DeadlinePolicy::NoDeadline
     } else {
         DeadlinePolicy::Default(Duration::from_secs(10))
     };
-    let desc = MethodDesc::new(METHOD, MethodKind::Unary, policy).expect("path");
+    let desc = MethodDesc::new(METHOD, MethodKind::Unary, policy.clone()).expect("path");
     if host {
         let q = HostQueue::new();
         server.register(desc, Handler::Host(q.clone())).expect("register");
@@ -38,12 +60,22 @@ fn main() {
             .register(desc, Handler::unary(|_ctx: Ctx, req: Bytes| async move { Ok::<_, Status>(req) }))
             .expect("register");
     }
-    let addr = server.listen(&format!("127.0.0.1:{port}")).unwrap_or_else(|e| usage(&e.to_string()));
+    // The stream runs until the client goes away: no deadline on it.
+    let stream = MethodDesc::new(STREAM_METHOD, MethodKind::ServerStreaming, DeadlinePolicy::NoDeadline).expect("path");
+    server.register(stream, Handler::server_streaming(repeat)).expect("register");
+    let bind = arg_value("--bind").unwrap_or_else(|| "127.0.0.1".into());
+    let addr = server.listen(&format!("{bind}:{port}")).unwrap_or_else(|e| usage(&e.to_string()));
     server.start().unwrap_or_else(|e| usage(&e.to_string()));
     announce_port(addr.port());
     loop {
         std::thread::park();
     }
+}
+
+/// Sends the request message back until the call ends (the client cancels).
+async fn repeat(_ctx: Ctx, req: Bytes, tx: ResponseSender) -> Result<(), Status> {
+    while tx.send(req.clone()).await.is_ok() {}
+    Ok(())
 }
 
 fn host_thread(q: HostQueue) {

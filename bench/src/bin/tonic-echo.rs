@@ -1,6 +1,6 @@
 //! The peer: a tonic 0.14 server with a unary echo at `/bench.Echo/Echo`.
 //!
-//! `--flavor current_thread|multi_thread` (multi_thread with 1 worker).
+//! `--flavor current_thread|multi_thread` (multi_thread with `--workers N`, default 1).
 //!
 //! The service is what tonic's code generator writes for
 //! `rpc Echo(Req) returns (Req)` (a `tower::Service` that matches the path and
@@ -184,7 +184,9 @@ fn main() {
         "current_thread" => tokio::runtime::Builder::new_current_thread(),
         "multi_thread" => {
             let mut b = tokio::runtime::Builder::new_multi_thread();
-            b.worker_threads(1);
+            b.worker_threads(
+                arg_value("--workers").map(|w| w.parse().unwrap_or_else(|_| usage("--workers takes a number"))).unwrap_or(1),
+            );
             b
         }
         _ => usage("--flavor is current_thread or multi_thread"),
