@@ -1,6 +1,7 @@
 """Python echo servers for the benchmark: `server.py MODE --port N`, MODE one of
 courier-sync, courier-aio, grpcio-sync, grpcio-aio. Every handler does the same
 work: decode the request, build the reply (`Resp(s=req.s)`). Prints `PORT <n>`.
+`--workers N`: Courier's I/O threads (default 1; the two-core runs use 2).
 
 The generated echo_pb2 / echo_pb2_grpc must be importable (run.sh generates
 them with grpcio-tools into a temporary directory on PYTHONPATH).
@@ -22,7 +23,7 @@ def announce(port: int) -> None:
     print(f"PORT {port}", flush=True)
 
 
-def courier_sync(port: int) -> None:
+def courier_sync(port: int, workers: int) -> None:
     import courier
 
     svc = courier.Service("bench.Echo", (courier.Method("bench.Echo", "Echo", courier.MethodKind.UNARY, pb.Req, pb.Resp, 10.0),))
@@ -30,14 +31,14 @@ def courier_sync(port: int) -> None:
     def echo(ctx: courier.Context, req: Any) -> Any:
         return pb.Resp(s=req.s)
 
-    server = courier.Server(workers=1)
+    server = courier.Server(workers=workers)
     server.add_handlers(svc, {"Echo": echo})
     announce(server.listen(f"127.0.0.1:{port}"))
     server.start()
     server.wait()
 
 
-def courier_aio(port: int) -> None:
+def courier_aio(port: int, workers: int) -> None:
     import courier
     import courier.aio
 
@@ -47,7 +48,7 @@ def courier_aio(port: int) -> None:
         return pb.Resp(s=req.s)
 
     async def main() -> None:
-        server = courier.aio.Server(workers=1)
+        server = courier.aio.Server(workers=workers)
         server.add_handlers(svc, {"Echo": echo})
         announce(server.listen(f"127.0.0.1:{port}"))
         await server.start()
@@ -66,7 +67,7 @@ class GrpcioAioEcho(pb_grpc.EchoServicer):  # type: ignore[misc]
         return pb.Resp(s=req.s)
 
 
-def grpcio_sync(port: int) -> None:
+def grpcio_sync(port: int, workers: int) -> None:
     import grpc
 
     server = grpc.server(futures.ThreadPoolExecutor(max_workers=10))
@@ -77,7 +78,7 @@ def grpcio_sync(port: int) -> None:
     server.wait_for_termination()
 
 
-def grpcio_aio(port: int) -> None:
+def grpcio_aio(port: int, workers: int) -> None:
     import grpc.aio
 
     async def main() -> None:
@@ -97,8 +98,9 @@ if __name__ == "__main__":
     ap = argparse.ArgumentParser()
     ap.add_argument("mode", choices=sorted(MODES))
     ap.add_argument("--port", type=int, default=0)
+    ap.add_argument("--workers", type=int, default=1)
     a = ap.parse_args()
     try:
-        MODES[a.mode](a.port)
+        MODES[a.mode](a.port, a.workers)
     except KeyboardInterrupt:
         sys.exit(0)
