@@ -508,6 +508,30 @@ async fn unknown_method_and_unknown_service_are_unimplemented() {
     still_serving(&srv, Some(&mut c), true).await;
 }
 
+/// Not bad input, but a wire-level check this file's raw client can make: reply
+/// headers a handler set before failing go out as response headers, the status
+/// and the handler's trailers in trailers (as grpc-go and grpc-core servers send
+/// them); a failure without reply headers stays trailers-only.
+#[tokio::test]
+async fn reply_headers_of_a_failed_call_are_headers_not_trailers() {
+    let srv = server(0);
+    let mut c = connect(srv.addr()).await;
+    let md = [GRPC[0], GRPC[1], ("x-test", "v1")];
+    let r = call(&mut c, "/courier.test.Test/UnaryUnary", &md, &frame(b"mf")).await;
+    r.expect(Code::NotFound, "metadata, then a failure");
+    assert_eq!(r.headers["x-reply-header"], "v1", "{r:?}");
+    assert!(r.headers.get("grpc-status").is_none(), "{r:?}");
+    assert!(r.data.is_empty(), "{r:?}");
+    let trailers = r.trailers.as_ref().expect("the status comes in trailers");
+    assert_eq!(trailers["x-reply-trailer"], "v1", "{r:?}");
+    assert!(trailers.get("x-reply-header").is_none(), "{r:?}");
+
+    let r = call(&mut c, "/courier.test.Test/UnaryUnary", GRPC, &frame(b"f5")).await;
+    r.expect(Code::NotFound, "failed as asked");
+    assert!(r.trailers.is_none() && r.headers.get("grpc-status").is_some(), "trailers-only: {r:?}");
+    still_serving(&srv, Some(&mut c), false).await;
+}
+
 // ---------------------------------------------------------------------------
 // Clients that go away
 

@@ -45,6 +45,11 @@ impl ReplyBody {
         let (a, b) = encode_message(msg);
         ReplyBody::Unary { data: Some(a), data2: b, trailers: Some(trailers) }
     }
+
+    /// No message, only trailers (after headers sent on their own).
+    pub(super) fn trailers(trailers: HeaderMap) -> ReplyBody {
+        ReplyBody::Unary { data: None, data2: None, trailers: Some(trailers) }
+    }
 }
 
 impl http_body::Body for ReplyBody {

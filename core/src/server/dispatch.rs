@@ -318,18 +318,25 @@ pub(crate) fn write_reply_trailers(ctx: &Ctx, status: &Status, out: &mut HeaderM
     status.write_trailers(out);
 }
 
-/// A response whose headers carry the status and which has no body.
+/// A response with no message: trailers-only (the status in the headers), or,
+/// when the handler set reply headers, those headers and then the status in
+/// trailers, as stock gRPC servers send them (in a trailers-only response a
+/// client would see the handler's headers as trailing metadata).
 fn trailers_only(ctx: Option<&Ctx>, status: Status) -> Response<ReplyBody> {
     let mut resp = Response::new(ReplyBody::Empty);
-    let h = resp.headers_mut();
-    h.insert(CONTENT_TYPE, GRPC_CONTENT_TYPE);
-    if let Some(ctx) = ctx {
-        if let Some(extra) = ctx.take_reply_headers() {
-            h.extend(extra);
+    resp.headers_mut().insert(CONTENT_TYPE, GRPC_CONTENT_TYPE);
+    let Some(ctx) = ctx else {
+        status.write_trailers(resp.headers_mut());
+        return resp;
+    };
+    match ctx.take_reply_headers() {
+        Some(headers) => {
+            resp.headers_mut().extend(headers);
+            let mut trailers = HeaderMap::new();
+            write_reply_trailers(ctx, &status, &mut trailers);
+            *resp.body_mut() = ReplyBody::trailers(trailers);
         }
-        write_reply_trailers(ctx, &status, h);
-    } else {
-        status.write_trailers(h);
+        None => write_reply_trailers(ctx, &status, resp.headers_mut()),
     }
     resp
 }

@@ -14,7 +14,8 @@ pub fn desc(path: &str, kind: MethodKind) -> MethodDesc {
 /// Request protocol of the Rust test service: the first byte is a command.
 /// `e` echo, `s<ms>` sleep then echo, `p` panic, `f<code>` fail with code,
 /// `d` return a downstream status, `m` echo the `x-test` header in a reply header
-/// and trailer, `c` wait for cancellation and report it on `flag`.
+/// and trailer (`mf`: then fail NOT_FOUND), `c` wait for cancellation and report
+/// it on `flag`.
 pub fn unary_handler(flag: Arc<std::sync::Mutex<Option<CancelReason>>>) -> Handler {
     Handler::unary(move |ctx: Ctx, req: Bytes| {
         let flag = flag.clone();
@@ -45,6 +46,9 @@ pub fn unary_handler(flag: Arc<std::sync::Mutex<Option<CancelReason>>>) -> Handl
                     let v = ctx.metadata().get("x-test").cloned().unwrap_or(http::HeaderValue::from_static("none"));
                     ctx.append_reply_header("x-reply-header".parse().unwrap(), v.clone());
                     ctx.append_reply_trailer("x-reply-trailer".parse().unwrap(), v);
+                    if &req[1..] == b"f" {
+                        return Err(Status::new(Code::NotFound, "metadata, then a failure"));
+                    }
                     Ok(Bytes::from(ctx.request_id().to_string()))
                 }
                 Some(b'c') => {
