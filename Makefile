@@ -10,7 +10,7 @@ VENV ?= $(CACHE)/venv
 PY := $(VENV)/bin/python
 PYTEST_WORKERS ?= 2
 
-.PHONY: demo test test-rust test-py test-go typecheck py-dev venv tools java-peer bench bench-core bench-tls clean-cache
+.PHONY: demo test test-rust test-py test-go typecheck py-dev venv tools java-peer go-peer bench bench-core bench-tls clean-cache
 
 demo: py-dev
 	cargo build -q -p courier-testpeer
@@ -22,7 +22,7 @@ test: test-rust test-py typecheck test-go
 test-rust:
 	cargo test --workspace --locked
 
-test-py: py-dev tools java-peer
+test-py: py-dev tools java-peer go-peer
 	cargo build -q -p courier-testpeer
 	$(PY) -m pytest -q -n $(PYTEST_WORKERS) py/tests tests/interop
 
@@ -40,6 +40,11 @@ test-go: py-dev
 	cd go-cgo && COURIER_FFI_PROFILE=$(GO_FFI_PROFILE) go generate . \
 	  && CACHE=$(CACHE) VENV=$(VENV) COURIER_REQUIRE_PEERS=1 go test -race -count=1 ./... \
 	  && CACHE=$(CACHE) VENV=$(VENV) go test -count=1 -run TestRSS .
+
+# The Go peer of the interop matrix (go-cgo/cmd/courier-go-testpeer): the Go
+# test service on Courier and on stock grpc-go, and both Go clients' cases.
+go-peer:
+	cd go-cgo && COURIER_FFI_PROFILE=$(GO_FFI_PROFILE) go generate . && go build -o $(CACHE)/bin/courier-go-testpeer ./cmd/courier-go-testpeer
 
 # Stock tools the tests drive (built once into $(CACHE)/bin from the Go module
 # proxy; idempotent): grpcurl, a reflection client for the stub generator's tests.
@@ -72,7 +77,7 @@ MVN := mvn -q -B -Dmaven.repo.local=$(CACHE)/m2 -Dpeer.build.dir=$(CACHE)/java-p
 java-peer: $(JAVA_PEER_JAR)
 
 $(JAVA_PEER_JAR): tests/peers/java/pom.xml $(shell find tests/peers/java/src -name '*.java') tests/protos/courier/test/test.proto bench/python/echo.proto
-	$(MVN) -o package 2>/dev/null || $(MVN) package
+	$(MVN) -o package >/dev/null 2>&1 || $(MVN) package
 	touch $@
 
 # The official grpc-go interop client (google.golang.org/grpc/interop/client),

@@ -8,7 +8,6 @@ package courier_test
 import (
 	"bufio"
 	"context"
-	"errors"
 	"fmt"
 	"io"
 	"net"
@@ -26,6 +25,7 @@ import (
 	"google.golang.org/grpc/status"
 
 	courier "github.com/courier-rpc/courier/go-cgo"
+	"github.com/courier-rpc/courier/go-cgo/internal/testpeer"
 	pb "github.com/courier-rpc/courier/go-cgo/testpb"
 )
 
@@ -364,7 +364,7 @@ func TestDeadlineAcrossGoGoPythonGo(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer cc.Close()
-	_, mid := startGoServer(t, &testService{downstream: pb.NewTestClient(cc)})
+	_, mid := startGoServer(t, &testService{Downstream: pb.NewTestClient(cc)})
 	c := dial(t, mid)
 	ctx, cancel := context.WithTimeout(context.Background(), 1500*time.Millisecond)
 	defer cancel()
@@ -389,7 +389,7 @@ func TestDownstreamStatusBecomesUnknown(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer cc.Close()
-	_, mid := startGoServer(t, &testService{downstream: pb.NewTestClient(cc)})
+	_, mid := startGoServer(t, &testService{Downstream: pb.NewTestClient(cc)})
 	_, err = dial(t, mid).UnaryUnary(timeout(t, 5*time.Second), &pb.TestRequest{S: "hop"})
 	st := courier.StatusOf(err)
 	if st.Code() != courier.Unknown || !strings.Contains(st.Message(), "downstream") {
@@ -399,129 +399,12 @@ func TestDownstreamStatusBecomesUnknown(t *testing.T) {
 
 // ---------------------------------------------------------------- grpc-go server
 
-type grpcTest struct{}
-
-func grpcApply(ctx context.Context, req *pb.TestRequest, headersSent *bool) (string, error) {
-	value := ""
-	if req.EchoHeader != "" {
-		md, _ := metadata.FromIncomingContext(ctx)
-		if vs := md.Get(req.EchoHeader); len(vs) > 0 {
-			value = vs[0]
-			if !*headersSent {
-				grpc.SetHeader(ctx, metadata.Pairs("x-echo-header", value))
-			}
-			grpc.SetTrailer(ctx, metadata.Pairs("x-echo-trailer", value))
-		}
-	}
-	if req.SleepMs > 0 {
-		select {
-		case <-time.After(time.Duration(req.SleepMs) * time.Millisecond):
-		case <-ctx.Done():
-			return "", status.FromContextError(ctx.Err()).Err()
-		}
-	}
-	if req.AppError != 0 {
-		grpc.SetTrailer(ctx, metadata.Pairs("courier-app-error", fmt.Sprintf("courier.test.TestError:%d", req.AppError)))
-		return value, status.Error(codes.FailedPrecondition, fmt.Sprintf("app error %d", req.AppError))
-	}
-	if req.FailCode != 0 {
-		return value, status.Error(codes.Code(req.FailCode), req.FailMessage)
-	}
-	return value, nil
-}
-
-func grpcResponse(ctx context.Context, req *pb.TestRequest, value string, i int32) *pb.TestResponse {
-	md, _ := metadata.FromIncomingContext(ctx)
-	r := &pb.TestResponse{S: req.S, Payload: req.Payload, Index: i, MetadataValue: value}
-	if ids := md.Get("x-request-id"); len(ids) > 0 {
-		r.RequestId = ids[0]
-	}
-	if req.ReportDeadline {
-		r.DeadlineMs = -1
-		if dl, ok := ctx.Deadline(); ok {
-			r.DeadlineMs = time.Until(dl).Milliseconds()
-		}
-	}
-	return r
-}
-
 func startGrpcGoServer(t *testing.T) string {
-	s := grpc.NewServer()
-	desc := grpc.ServiceDesc{
-		ServiceName: "courier.test.Test",
-		HandlerType: (*any)(nil),
-		Methods: []grpc.MethodDesc{{MethodName: "UnaryUnary", Handler: func(_ any, ctx context.Context, dec func(any) error, _ grpc.UnaryServerInterceptor) (any, error) {
-			req := new(pb.TestRequest)
-			if err := dec(req); err != nil {
-				return nil, err
-			}
-			sent := false
-			value, err := grpcApply(ctx, req, &sent)
-			if err != nil {
-				return nil, err
-			}
-			return grpcResponse(ctx, req, value, 0), nil
-		}}},
-		Streams: []grpc.StreamDesc{
-			{StreamName: "UnaryStream", ServerStreams: true, Handler: func(_ any, st grpc.ServerStream) error {
-				req := new(pb.TestRequest)
-				if err := st.RecvMsg(req); err != nil {
-					return err
-				}
-				sent := false
-				value, failure := grpcApply(st.Context(), req, &sent)
-				for i := int32(0); i < req.Count; i++ {
-					if err := st.SendMsg(grpcResponse(st.Context(), req, value, i)); err != nil {
-						return err
-					}
-				}
-				return failure
-			}},
-			{StreamName: "StreamUnary", ClientStreams: true, Handler: func(_ any, st grpc.ServerStream) error {
-				out := &pb.TestResponse{}
-				sent := false
-				for {
-					req := new(pb.TestRequest)
-					if err := st.RecvMsg(req); err == io.EOF {
-						return st.SendMsg(out)
-					} else if err != nil {
-						return err
-					}
-					if _, err := grpcApply(st.Context(), req, &sent); err != nil {
-						return err
-					}
-					out.S += req.S
-				}
-			}},
-			{StreamName: "StreamStream", ServerStreams: true, ClientStreams: true, Handler: func(_ any, st grpc.ServerStream) error {
-				sent := false
-				for i := int32(0); ; i++ {
-					req := new(pb.TestRequest)
-					if err := st.RecvMsg(req); err == io.EOF {
-						return nil
-					} else if err != nil {
-						return err
-					}
-					value, err := grpcApply(st.Context(), req, &sent)
-					if err != nil {
-						return err
-					}
-					sent = true
-					if err := st.SendMsg(grpcResponse(st.Context(), req, value, i)); err != nil {
-						return err
-					}
-				}
-			}},
-		},
-	}
-	s.RegisterService(&desc, grpcTest{})
 	l, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
 	}
-	go s.Serve(l)
+	s := testpeer.ServeGrpcGo(l)
 	t.Cleanup(s.Stop)
 	return l.Addr().String()
 }
-
-var _ = errors.New

@@ -1,4 +1,8 @@
-package courier_test
+// Package testpeer is courier.test.Test in Go for the cross-language tests:
+// served by Courier (Service) and by stock grpc-go (ServeGrpcGo), and the
+// interop matrix's client cases (RunCases) for both clients. The Go tests and
+// the standalone peer (cmd/courier-go-testpeer) share it.
+package testpeer
 
 import (
 	"context"
@@ -11,12 +15,12 @@ import (
 	pb "github.com/courier-rpc/courier/go-cgo/testpb"
 )
 
-// testService is courier.test.Test in Go, with the semantics of
+// Service is courier.test.Test in Go, with the semantics of
 // tests/peer/src/service.rs (steps 1-5), plus: s == "panic" panics, s ==
-// "plain" returns a plain Go error, s == "hop" calls UnaryUnary on downstream
+// "plain" returns a plain Go error, s == "hop" calls UnaryUnary on Downstream
 // (report_deadline) and answers with what it saw.
-type testService struct {
-	downstream *pb.TestClient
+type Service struct {
+	Downstream *pb.TestClient
 }
 
 // apply is steps 1-4 for one request: the metadata value, or the failure.
@@ -70,7 +74,7 @@ func response(ctx context.Context, req *pb.TestRequest, value string, index int3
 		DeadlineMs: deadlineMs(ctx, req.ReportDeadline), RequestId: courier.RequestID(ctx)}
 }
 
-func (t *testService) UnaryUnary(ctx context.Context, req *pb.TestRequest) (*pb.TestResponse, error) {
+func (t *Service) UnaryUnary(ctx context.Context, req *pb.TestRequest) (*pb.TestResponse, error) {
 	switch req.S {
 	case "panic":
 		panic("handler bug")
@@ -83,8 +87,8 @@ func (t *testService) UnaryUnary(ctx context.Context, req *pb.TestRequest) (*pb.
 		}
 		return &pb.TestResponse{S: id.SpiffeID + "|" + id.Name}, nil
 	case "hop":
-		if t.downstream != nil {
-			down, err := t.downstream.UnaryUnary(ctx, &pb.TestRequest{S: "down", ReportDeadline: true})
+		if t.Downstream != nil {
+			down, err := t.Downstream.UnaryUnary(ctx, &pb.TestRequest{S: "down", ReportDeadline: true})
 			if err != nil {
 				return nil, err // a downstream status: the caller gets UNKNOWN
 			}
@@ -101,7 +105,7 @@ func (t *testService) UnaryUnary(ctx context.Context, req *pb.TestRequest) (*pb.
 	return response(ctx, req, value, 0), nil
 }
 
-func (t *testService) UnaryStream(ctx context.Context, req *pb.TestRequest, stream *courier.ServerStream[pb.TestResponse]) error {
+func (t *Service) UnaryStream(ctx context.Context, req *pb.TestRequest, stream *courier.ServerStream[pb.TestResponse]) error {
 	value, failure, err := apply(ctx, req, false)
 	if err != nil {
 		return err
@@ -114,7 +118,7 @@ func (t *testService) UnaryStream(ctx context.Context, req *pb.TestRequest, stre
 	return failure
 }
 
-func (t *testService) StreamUnary(ctx context.Context, stream *courier.RecvStream[pb.TestRequest]) (*pb.TestResponse, error) {
+func (t *Service) StreamUnary(ctx context.Context, stream *courier.RecvStream[pb.TestRequest]) (*pb.TestResponse, error) {
 	out := &pb.TestResponse{RequestId: courier.RequestID(ctx)}
 	for {
 		req, err := stream.Recv()
@@ -142,7 +146,7 @@ func (t *testService) StreamUnary(ctx context.Context, stream *courier.RecvStrea
 	}
 }
 
-func (t *testService) StreamStream(ctx context.Context, stream *courier.BidiStream[pb.TestRequest, pb.TestResponse]) error {
+func (t *Service) StreamStream(ctx context.Context, stream *courier.BidiStream[pb.TestRequest, pb.TestResponse]) error {
 	for i := int32(0); ; i++ {
 		req, err := stream.Recv()
 		if err == io.EOF {
