@@ -13,7 +13,7 @@ import pytest
 import courier
 import courier.aio
 from courier import StatusCode
-from testservice import AsyncTest, handlers, make_service, start_sync_server
+from testservice import AsyncTest, SyncTest, handlers, make_service, start_sync_server
 
 
 def grpcio_calls(pb: Any, pb_grpc: Any, port: int) -> None:
@@ -49,6 +49,33 @@ def test_grpcio_client_to_courier_sync_server(pb: Any, pb_grpc: Any) -> None:
     server, port, _ = start_sync_server(pb)
     try:
         grpcio_calls(pb, pb_grpc, port)
+    finally:
+        server.stop(1.0)
+
+
+def test_reply_headers_of_a_failed_call_reach_grpcio_as_initial_metadata(pb: Any, pb_grpc: Any) -> None:
+    """A handler that sets a reply header and then fails: grpcio sees the header
+    as initial metadata (not folded into trailing metadata), like from a stock
+    server; the interop spec's echo of x-grpc-test-echo-initial relies on it."""
+
+    def unary(ctx: courier.Context, req: Any) -> Any:
+        ctx.add_reply_header("x-initial", "i")
+        ctx.add_reply_trailer("x-trailing-bin", b"\x0a\x0b")
+        ctx.abort(StatusCode.NOT_FOUND, "after metadata")
+
+    server = courier.Server(workers=1, max_concurrency=2)
+    server.add_handlers(make_service(pb), {**handlers(SyncTest(pb)), "UnaryUnary": unary})
+    port = server.listen("127.0.0.1:0")
+    server.start()
+    try:
+        with grpc.insecure_channel(f"127.0.0.1:{port}") as ch:
+            with pytest.raises(grpc.RpcError) as e:
+                pb_grpc.TestStub(ch).UnaryUnary(pb.TestRequest(), timeout=5)
+        err: Any = e.value
+        assert (err.code(), err.details()) == (grpc.StatusCode.NOT_FOUND, "after metadata")
+        assert ("x-initial", "i") in list(err.initial_metadata())
+        trailing = list(err.trailing_metadata())
+        assert ("x-trailing-bin", b"\x0a\x0b") in trailing and ("x-initial", "i") not in trailing
     finally:
         server.stop(1.0)
 
