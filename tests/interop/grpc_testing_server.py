@@ -182,18 +182,15 @@ def make_servicers(mods: types.SimpleNamespace) -> Tuple[Any, Any]:
             return self.s.pb.StreamingInputCallResponse(aggregated_payload_size=total)
 
         def FullDuplexCall(self, ctx: courier.Context, requests: Iterable[Any]) -> Iterator[Any]:
-            self.s.echo_metadata(ctx)
-            for req in requests:
-                self.s.check_status(ctx, req)
-                for wait, reply in self.s.outputs(req):
-                    if wait:
-                        time.sleep(wait)
-                    yield reply
+            yield from self.duplex(ctx, requests)
 
         def HalfDuplexCall(self, ctx: courier.Context, requests: Iterable[Any]) -> Iterator[Any]:
+            yield from self.duplex(ctx, list(requests))
+
+        def duplex(self, ctx: courier.Context, requests: Iterable[Any]) -> Iterator[Any]:
+            """Per request: its status, or its replies."""
             self.s.echo_metadata(ctx)
-            buffered = list(requests)
-            for req in buffered:
+            for req in requests:
                 self.s.check_status(ctx, req)
                 for wait, reply in self.s.outputs(req):
                     if wait:
@@ -227,18 +224,23 @@ def make_servicers(mods: types.SimpleNamespace) -> Tuple[Any, Any]:
             return self.s.pb.StreamingInputCallResponse(aggregated_payload_size=total)
 
         async def FullDuplexCall(self, ctx: courier.Context, requests: AsyncIterator[Any]) -> AsyncIterator[Any]:
-            self.s.echo_metadata(ctx)
-            async for req in requests:
-                self.s.check_status(ctx, req)
-                for wait, reply in self.s.outputs(req):
-                    if wait:
-                        await asyncio.sleep(wait)
-                    yield reply
+            async for reply in self.duplex(ctx, requests):
+                yield reply
 
         async def HalfDuplexCall(self, ctx: courier.Context, requests: AsyncIterator[Any]) -> AsyncIterator[Any]:
-            self.s.echo_metadata(ctx)
             buffered = [r async for r in requests]
-            for req in buffered:
+
+            async def replay() -> AsyncIterator[Any]:
+                for r in buffered:
+                    yield r
+
+            async for reply in self.duplex(ctx, replay()):
+                yield reply
+
+        async def duplex(self, ctx: courier.Context, requests: AsyncIterator[Any]) -> AsyncIterator[Any]:
+            """Per request: its status, or its replies."""
+            self.s.echo_metadata(ctx)
+            async for req in requests:
                 self.s.check_status(ctx, req)
                 for wait, reply in self.s.outputs(req):
                     if wait:
