@@ -21,7 +21,7 @@ import types
 import uuid
 from concurrent import futures
 from pathlib import Path
-from typing import Iterator
+from typing import Any, Callable, Iterator, Optional
 
 import grpc
 import pytest
@@ -175,14 +175,18 @@ class _CallState:
         self.trailers: list[tuple[str, str]] = []
 
 
-def _apply(req, context: grpc.ServicerContext, state: _CallState):
+# (code, message, app error value or None)
+Failure = tuple[grpc.StatusCode, str, Optional[int]]
+
+
+def _apply(req: Any, context: grpc.ServicerContext, state: _CallState) -> tuple[str, Optional[Failure]]:
     """Steps 1-4 of the test service's semantics (see tests/peer/src/service.rs).
 
     Returns (metadata_value, failure); failure is None or (code, message, app_error).
     """
     value = ""
     if req.echo_header:
-        md = dict(context.invocation_metadata())
+        md = {k: v for k, v in context.invocation_metadata() if isinstance(v, str)}
         v = md.get(req.echo_header.lower())
         if v is not None:
             value = v
@@ -203,7 +207,7 @@ def _apply(req, context: grpc.ServicerContext, state: _CallState):
     return value, None
 
 
-def _fail(context: grpc.ServicerContext, state: _CallState, failure) -> None:
+def _fail(context: grpc.ServicerContext, state: _CallState, failure: Failure) -> None:
     code, msg, app = failure
     if app is not None:
         state.trailers.append((APP_ERROR_TRAILER, f"{TEST_ERROR_ENUM}:{app}"))
@@ -212,7 +216,8 @@ def _fail(context: grpc.ServicerContext, state: _CallState, failure) -> None:
 
 
 def _request_id(context: grpc.ServicerContext) -> str:
-    return dict(context.invocation_metadata()).get("x-request-id") or uuid.uuid4().hex
+    rid = dict(context.invocation_metadata()).get("x-request-id")
+    return rid if isinstance(rid, str) and rid else uuid.uuid4().hex
 
 
 def _deadline_ms(context: grpc.ServicerContext, report: bool) -> int:
@@ -222,23 +227,23 @@ def _deadline_ms(context: grpc.ServicerContext, report: bool) -> int:
     return -1 if left is None else int(left * 1000)
 
 
-def make_servicer(pb: types.SimpleNamespace):
+def make_servicer(pb: types.SimpleNamespace) -> Any:
     """A stock grpcio implementation of courier.test.Test, same semantics as the Rust one."""
     Resp = pb.msgs.TestResponse
 
-    def response(req, context, value, index):
+    def response(req: Any, context: grpc.ServicerContext, value: str, index: int) -> Any:
         return Resp(s=req.s, payload=req.payload, index=index, metadata_value=value,
                     deadline_ms=_deadline_ms(context, req.report_deadline), request_id=_request_id(context))
 
-    class Servicer(pb.grpc.TestServicer):
-        def UnaryUnary(self, req, context):
+    class Servicer(pb.grpc.TestServicer):  # type: ignore[name-defined,misc]
+        def UnaryUnary(self, req: Any, context: grpc.ServicerContext) -> Any:
             st = _CallState()
             value, failure = _apply(req, context, st)
             if failure:
                 _fail(context, st, failure)
             return response(req, context, value, 0)
 
-        def UnaryStream(self, req, context):
+        def UnaryStream(self, req: Any, context: grpc.ServicerContext) -> Iterator[Any]:
             st = _CallState()
             value, failure = _apply(req, context, st)
             for i in range(max(0, req.count)):
@@ -246,7 +251,7 @@ def make_servicer(pb: types.SimpleNamespace):
             if failure:
                 _fail(context, st, failure)
 
-        def StreamUnary(self, reqs, context):
+        def StreamUnary(self, reqs: Iterator[Any], context: grpc.ServicerContext) -> Any:
             st = _CallState()
             out = Resp(request_id=_request_id(context))
             for req in reqs:
@@ -261,7 +266,7 @@ def make_servicer(pb: types.SimpleNamespace):
                     out.deadline_ms = _deadline_ms(context, True)
             return out
 
-        def StreamStream(self, reqs, context):
+        def StreamStream(self, reqs: Iterator[Any], context: grpc.ServicerContext) -> Iterator[Any]:
             st = _CallState()
             for i, req in enumerate(reqs):
                 value, failure = _apply(req, context, st)
@@ -287,11 +292,11 @@ def grpcio_server(pb: types.SimpleNamespace) -> Iterator[str]:
 
 
 @pytest.fixture
-def run_client(client_bin: Path):
+def run_client(client_bin: Path) -> Callable[..., "subprocess.CompletedProcess[str]"]:
     """Runs `courier-test-client --target T --case C [extra...]`; the process is
     killed by subprocess.run if it outlives `timeout`."""
 
-    def run(target: str, case: str, *extra: str, timeout: float = 45) -> subprocess.CompletedProcess:
+    def run(target: str, case: str, *extra: str, timeout: float = 45) -> "subprocess.CompletedProcess[str]":
         return subprocess.run(
             [str(client_bin), "--target", target, "--case", case, *extra],
             capture_output=True, text=True, timeout=timeout, stdin=subprocess.DEVNULL,

@@ -435,7 +435,7 @@ func (c CourierClient) Unary(ctx context.Context, req *pb.TestRequest, md ...str
 type courierStream struct{ s *courier.ClientStream }
 
 func (s courierStream) Send(r *pb.TestRequest) error { return s.s.SendMsg(r) }
-func (s courierStream) CloseSend() error            { return s.s.CloseSend() }
+func (s courierStream) CloseSend() error             { return s.s.CloseSend() }
 func (s courierStream) Recv() (*pb.TestResponse, error) {
 	m := new(pb.TestResponse)
 	if err := s.s.RecvMsg(m); err != nil {
@@ -490,7 +490,7 @@ func (c GrpcClient) Unary(ctx context.Context, req *pb.TestRequest, md ...string
 type grpcStream struct{ s grpc.ClientStream }
 
 func (s grpcStream) Send(r *pb.TestRequest) error { return s.s.SendMsg(r) }
-func (s grpcStream) CloseSend() error            { return s.s.CloseSend() }
+func (s grpcStream) CloseSend() error             { return s.s.CloseSend() }
 func (s grpcStream) Recv() (*pb.TestResponse, error) {
 	m := new(pb.TestResponse)
 	if err := s.s.RecvMsg(m); err != nil {
@@ -525,4 +525,3 @@ func (GrpcClient) Status(err error) (int, string) {
 	st := status.Convert(err)
 	return int(st.Code()), st.Message()
 }
-
