@@ -6,7 +6,7 @@ The server's CPU time is read from /proc/<pid>/task/*/schedstat (nanoseconds
 on CPU) between the client's `GO` (after its warm-up) and its result line, so
 a client that is slower than the server does not distort the figure.
 
-    python3 bench/tls/run.py [--rounds 3] [--secs 3] [--only SUBSTRING] [--out bench/tls/results.md]
+    python3 bench/tls/run.py [--rounds 3] [--secs 3] [--only SUBSTRING|ID,ID,...] [--out bench/tls/results.md]
 
 Needs: `cargo build --release -p courier-bench-tls --features ring` (done by
 `make bench-tls`), taskset. Rounds are interleaved (every case once per
@@ -28,7 +28,7 @@ from typing import Dict, List, Optional, Tuple
 
 REPO = Path(__file__).resolve().parents[2]
 TARGET = Path(os.environ.get("CARGO_TARGET_DIR", Path.home() / ".cache/courier/target"))
-BIN = TARGET / "release" / "courier-bench-tls"
+BIN = Path(os.environ.get("COURIER_BENCH_TLS_BIN", TARGET / "release" / "courier-bench-tls"))
 SERVER_CPU = os.environ.get("SERVER_CPU", "0")
 CLIENT_CPU = os.environ.get("CLIENT_CPU", "1")
 
@@ -134,8 +134,10 @@ def main() -> int:
         return 2
     pki = Path(tempfile.mkdtemp(prefix="courier-bench-tls-"))
     subprocess.run([str(BIN), "pki", "--out", str(pki)], check=True, stdout=subprocess.DEVNULL)
-    hs_cases = [c for c in HS if a.only in c[0]]
-    rpc_cases = [c for c in RPC if a.only in c[0]]
+    # --only: a substring of case ids, or a comma-separated list of exact ids.
+    only = (lambda i: i in a.only.split(",")) if "," in a.only else (lambda i: a.only in i)
+    hs_cases = [c for c in HS if only(c[0])]
+    rpc_cases = [c for c in RPC if only(c[0])]
     rates: Dict[str, List[float]] = {c[0]: [] for c in hs_cases + rpc_cases}
     extra: Dict[str, List[str]] = {c[0]: [] for c in hs_cases + rpc_cases}
     walls: Dict[str, List[float]] = {c[0]: [] for c in hs_cases + rpc_cases}
