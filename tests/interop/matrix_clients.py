@@ -12,7 +12,7 @@ import asyncio
 import queue
 import threading
 from dataclasses import dataclass, field
-from typing import Any, AsyncIterator, Callable, Coroutine, Iterable, Optional, Protocol, TypeVar
+from typing import Any, AsyncIterator, Callable, Coroutine, Iterable, Iterator, Optional, Protocol, TypeVar
 
 import grpc
 
@@ -95,21 +95,26 @@ class CourierSync:
         return out
 
     def ping_pong(self, timeout: float) -> PingPong:
-        q: queue.Queue[Any] = queue.Queue()
         ctx = courier.Context.background().with_timeout(timeout)
-        it = self.ch.bidi_streaming(ctx, self.svc.method("StreamStream"), iter(q.get, None))
+        return QueuePingPong(lambda reqs: self.ch.bidi_streaming(ctx, self.svc.method("StreamStream"), reqs))
 
-        class P:
-            def send(self, req: Any) -> None:
-                q.put(req)
 
-            def recv(self, timeout: float) -> Any:
-                return next(it, None)
+class QueuePingPong:
+    """A blocking client's bidi call fed from a queue: `start` gets the request
+    iterator and returns the reply iterator."""
 
-            def close(self) -> None:
-                q.put(None)
+    def __init__(self, start: Callable[[Iterator[Any]], Iterator[Any]]) -> None:
+        self.q: queue.Queue[Any] = queue.Queue()
+        self.it = start(iter(self.q.get, None))
 
-        return P()
+    def send(self, req: Any) -> None:
+        self.q.put(req)
+
+    def recv(self, timeout: float) -> Any:
+        return next(self.it, None)
+
+    def close(self) -> None:
+        self.q.put(None)
 
 
 def _status(out: Reply, e: courier.RpcError) -> None:
@@ -237,20 +242,7 @@ class Grpcio:
         return out
 
     def ping_pong(self, timeout: float) -> PingPong:
-        q: queue.Queue[Any] = queue.Queue()
-        it = self.stub.StreamStream(iter(q.get, None), timeout=timeout)
-
-        class P:
-            def send(self, req: Any) -> None:
-                q.put(req)
-
-            def recv(self, timeout: float) -> Any:
-                return next(it, None)
-
-            def close(self) -> None:
-                q.put(None)
-
-        return P()
+        return QueuePingPong(lambda reqs: self.stub.StreamStream(reqs, timeout=timeout))
 
 
 # ---------------------------------------------------------------- cases

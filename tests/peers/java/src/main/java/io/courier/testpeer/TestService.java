@@ -196,88 +196,92 @@ final class TestService {
         }
     }
 
-    private static StreamObserver<TestRequest> streamUnary(StreamObserver<TestResponse> out) {
-        TestResponse.Builder acc = TestResponse.newBuilder().setRequestId(requestId());
-        return new StreamObserver<>() {
-            boolean done;
+    /**
+     * A request stream handled message by message: steps 1-4 on each as it
+     * arrives, the first failure ends the call (later messages are ignored).
+     */
+    private abstract static class PerMessage implements StreamObserver<TestRequest> {
+        final StreamObserver<TestResponse> out;
+        private boolean done;
 
-            @Override
-            public void onNext(TestRequest req) {
-                if (done) {
+        PerMessage(StreamObserver<TestResponse> out) {
+            this.out = out;
+        }
+
+        /** A request that passed steps 1-4. */
+        abstract void accept(TestRequest req, Applied a);
+
+        /** The client half-closed and nothing failed. */
+        abstract void finish();
+
+        @Override
+        public void onNext(TestRequest req) {
+            if (done) {
+                return;
+            }
+            try {
+                Applied a = apply(req);
+                if (a.failure() != null) {
+                    done = true;
+                    out.onError(a.failure());
                     return;
                 }
-                try {
-                    Applied a = apply(req);
-                    if (a.failure() != null) {
-                        done = true;
-                        out.onError(a.failure());
-                        return;
-                    }
-                    acc.setS(acc.getS() + req.getS());
-                    acc.setPayload(acc.getPayload().concat(req.getPayload()));
-                    if (!req.getEchoHeader().isEmpty()) {
-                        acc.setMetadataValue(a.value());
-                    }
-                    if (req.getReportDeadline()) {
-                        acc.setDeadlineMs(deadlineMs(true));
-                    }
-                } catch (StatusRuntimeException e) {
-                    done = true;
-                    out.onError(e);
-                }
-            }
-
-            @Override
-            public void onError(Throwable t) {
+                accept(req, a);
+            } catch (StatusRuntimeException e) {
                 done = true;
+                out.onError(e);
+            }
+        }
+
+        @Override
+        public void onError(Throwable t) {
+            done = true;
+        }
+
+        @Override
+        public void onCompleted() {
+            if (!done) {
+                done = true;
+                finish();
+            }
+        }
+    }
+
+    private static StreamObserver<TestRequest> streamUnary(StreamObserver<TestResponse> out) {
+        TestResponse.Builder acc = TestResponse.newBuilder().setRequestId(requestId());
+        return new PerMessage(out) {
+            @Override
+            void accept(TestRequest req, Applied a) {
+                acc.setS(acc.getS() + req.getS());
+                acc.setPayload(acc.getPayload().concat(req.getPayload()));
+                if (!req.getEchoHeader().isEmpty()) {
+                    acc.setMetadataValue(a.value());
+                }
+                if (req.getReportDeadline()) {
+                    acc.setDeadlineMs(deadlineMs(true));
+                }
             }
 
             @Override
-            public void onCompleted() {
-                if (!done) {
-                    done = true;
-                    out.onNext(acc.build());
-                    out.onCompleted();
-                }
+            void finish() {
+                out.onNext(acc.build());
+                out.onCompleted();
             }
         };
     }
 
     private static StreamObserver<TestRequest> streamStream(StreamObserver<TestResponse> out) {
-        return new StreamObserver<>() {
-            boolean done;
+        return new PerMessage(out) {
             int index;
 
             @Override
-            public void onNext(TestRequest req) {
-                if (done) {
-                    return;
-                }
-                try {
-                    Applied a = apply(req);
-                    if (a.failure() != null) {
-                        done = true;
-                        out.onError(a.failure());
-                        return;
-                    }
-                    out.onNext(response(req, a, index++));
-                } catch (StatusRuntimeException e) {
-                    done = true;
-                    out.onError(e);
-                }
+            void accept(TestRequest req, Applied a) {
+                out.onNext(response(req, a, index++));
             }
 
             @Override
-            public void onError(Throwable t) {
-                done = true;
-            }
-
-            @Override
-            public void onCompleted() {
-                if (!done) {
-                    done = true;
-                    out.onCompleted();
-                }
+            void finish() {
+                out.onCompleted();
             }
         };
     }
