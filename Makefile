@@ -10,7 +10,7 @@ VENV ?= $(CACHE)/venv
 PY := $(VENV)/bin/python
 PYTEST_WORKERS ?= 2
 
-.PHONY: demo test test-rust test-py test-go typecheck py-dev venv tools java-peer go-peer bench bench-core bench-tls clean-cache
+.PHONY: demo test test-rust test-py test-go typecheck py-dev venv tools java-peer go-peer bench bench-deps bench-core bench-python bench-go bench-tls clean-cache
 
 demo: py-dev
 	cargo build -q -p courier-testpeer
@@ -106,10 +106,28 @@ $(VENV)/.stamp: tests/requirements.txt
 	$(VENV)/bin/pip install -q -r tests/requirements.txt
 	touch $@
 
-bench: bench-core
+# The benchmark harness (bench/README.md): builds the release bench binaries,
+# the Go servers, the Python release wheel (bench venv) and the grpc-java peer,
+# runs every section in interleaved rounds and writes bench/results/REPORT.md and
+# chart.svg, about 20 minutes on 2 cores. Env knobs (bench/harness/run.py):
+# QUICK=1 (1 round of ~1 s), ROUNDS, SECTIONS, SERVERS, SKIP_BUILD=1, OUT.
+bench: bench-deps
+	python3 bench/harness/run.py
 
-bench-core:
+# Debian tools the harness drives, installed when missing (as .ci/run does).
+bench-deps:
+	@need=(); command -v h2load >/dev/null || need+=(nghttp2-client); \
+	  command -v iperf3 >/dev/null || need+=(iperf3); command -v openssl >/dev/null || need+=(openssl); \
+	  command -v taskset >/dev/null || need+=(util-linux); command -v tc >/dev/null || need+=(iproute2); \
+	  if [ $${#need[@]} -gt 0 ]; then apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "$${need[@]}"; fi
+
+# One area of the harness each (reports under bench/results/<area>/).
+bench-core: bench-deps
 	bash bench/core/run.sh
+bench-python: bench-deps
+	bash bench/python/run.sh
+bench-go: bench-deps
+	bash bench/go/run.sh
 
 # TLS handshakes per second of server CPU, providers, tickets, mTLS vs plaintext
 # (bench/tls/README.md). ROUNDS and SECS override the defaults.

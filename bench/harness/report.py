@@ -264,7 +264,7 @@ for a, b in (("courier-py-sync", "grpcio-sync"), ("courier-py-aio", "grpcio-aio"
 p()
 p("### Larger messages")
 p()
-p("16 KiB: 16 connections × 8 streams; 1 MiB: 4 × 2. MB/s counts the request and the reply bytes h2load moved.")
+p("16 KiB: 16 connections × 8 streams; 1 MiB: 4 × 2. MB/s: bytes h2load received (the replies; the requests moved as many the other way).")
 p()
 p("| server | 16 KiB req/s | vs grpc-go | 16 KiB MB/s | 1 MiB req/s | vs grpc-go | 1 MiB MB/s | µs CPU per 1 MiB call |")
 p("|---|---|---|---|---|---|---|---|")
@@ -325,7 +325,7 @@ if sel("storm"):
                 p("| " + " | ".join([label(i), kind, spread(rs, "server_cpu_s", lambda x: f"{x:.3f}"),
                                      ratio(rs, sel("storm", "grpc-go", kind), "server_cpu_s")[1],
                                      spread(rs, "conn_per_cpu_s"), spread(rs, "secs", lambda x: f"{x:.2f}"),
-                                     spread(rs, "resumed"), spread(rs, "errors")]) + " |")
+                                     spread(rs, "resumed", lambda x: f"{x:.0f}"), spread(rs, "errors", lambda x: f"{x:.0f}")]) + " |")
     p()
 if sel("handshakes"):
     p("Handshakes per second of server CPU (bench/tls: accept + handshake + 1 byte + close on one pinned core; "
@@ -403,7 +403,7 @@ for r in recs:
 for s in ("unary", "tls", "storm", "handshakes", "scaling", "bdp", "aes"):
     if s not in meta.get("section_list", []):
         NOT_MEASURED.append(f"section `{s}`: not run (SECTIONS)")
-for i in S.BY_ID:
+for i in [s.id for s in S.SERVERS if s.default]:
     if i not in meta.get("server_list", []):
         NOT_MEASURED.append(f"server `{i}`: not run (SERVERS)")
 NOT_MEASURED += [

@@ -37,6 +37,7 @@ class Spec:
     prewarm_s: float = 0.0  # extra unmeasured load at the start of each session (JIT)
     needs: str = ""  # "java": skipped (and said so) when the jar is missing
     two_core_note: str = ""
+    default: bool = True  # in `make bench`; the others only when named in SERVERS
 
 
 def _tls(pki: Optional[Path], flag: str = "--tls") -> List[str]:
@@ -84,6 +85,19 @@ SERVERS: List[Spec] = [
     Spec("tonic-mt", "tonic, multi_thread (1 worker; 2 on two cores)", "stock",
          lambda p, two, pki: [str(p.bin / "tonic-echo"), "--port", "0", "--flavor", "multi_thread",
                               "--workers", "2" if two else "1"]),
+]
+
+# Variants for the per-area entry points (bench/core, bench/go), not in `make bench`.
+SERVERS += [
+    Spec("courier-host", "Courier, HostQueue + 1 Rust host thread (the bindings' boundary)", "courier",
+         lambda p, two, pki: [str(p.bin / "courier-echo"), "--port", "0", "--workers", "2" if two else "1", "--host"],
+         default=False),
+    Spec("courier-go-w1", "Courier, Go handler, 1 worker goroutine", "courier",
+         lambda p, two, pki: [str(p.bin / "go-server"), "-impl", "courier", "-workers", "1"],
+         unary_path=GO_ECHO, env=_goenv, default=False),
+    Spec("courier-go-b1", "Courier, Go handler, 1 worker blocking in C", "courier",
+         lambda p, two, pki: [str(p.bin / "go-server"), "-impl", "courier", "-workers", "1"],
+         unary_path=GO_ECHO, env=lambda p, two: {**_goenv(p, two), "COURIER_GO_PULL": "blocking"}, default=False),
 ]
 
 BY_ID: Dict[str, Spec] = {s.id: s for s in SERVERS}
