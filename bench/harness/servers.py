@@ -78,7 +78,7 @@ SERVERS: List[Spec] = [
          unary_path=GO_ECHO, stream_path=GO_STREAM, tls=True, env=_goenv, two_core_note="GOMAXPROCS=2"),
     Spec("grpc-java", "grpc-java (Netty, stock executor)", "stock",
          lambda p, two, pki: ["java", "-jar", str(p.java_jar), "server", "--ignore-stdin"],
-         prewarm_s=5.0, needs="java"),
+         prewarm_s=3.0, needs="java"),
     Spec("tonic-ct", "tonic, current_thread", "stock",
          lambda p, two, pki: [str(p.bin / "tonic-echo"), "--port", "0", "--flavor", "current_thread"],
          two_core_note="one current_thread runtime: one core at most"),
