@@ -10,6 +10,7 @@ use tokio::sync::Notify;
 
 /// Header carrying the request id across hops.
 pub const REQUEST_ID_HEADER: &str = "x-request-id";
+const REQUEST_ID_NAME: HeaderName = HeaderName::from_static(REQUEST_ID_HEADER);
 /// W3C trace context headers, forwarded by outgoing calls.
 pub const TRACE_HEADERS: [&str; 2] = ["traceparent", "tracestate"];
 
@@ -100,7 +101,7 @@ impl Ctx {
         metadata: HeaderMap,
     ) -> Ctx {
         let inner = Inner { deadline, method: Some(method), peer, metadata, ..Ctx::empty() };
-        if let Some(id) = inner.metadata.get(REQUEST_ID_HEADER).and_then(|v| v.to_str().ok()) {
+        if let Some(id) = inner.metadata.get(REQUEST_ID_NAME).and_then(|v| v.to_str().ok()) {
             if !id.is_empty() {
                 let _ = inner.request_id.set(id.into());
             }

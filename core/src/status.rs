@@ -7,7 +7,7 @@
 
 use std::fmt;
 
-use http::{HeaderMap, HeaderValue};
+use http::{HeaderMap, HeaderName, HeaderValue};
 use percent_encoding::{percent_decode_str, utf8_percent_encode, AsciiSet, CONTROLS};
 
 /// The gRPC status codes, with the numbers of the gRPC spec.
@@ -117,6 +117,12 @@ pub struct AppError {
 /// Trailer carrying [`AppError`].
 pub const APP_ERROR_HEADER: &str = "courier-app-error";
 
+// Header names as constants: built at compile time, not parsed per call.
+pub(crate) const GRPC_STATUS: HeaderName = HeaderName::from_static("grpc-status");
+pub(crate) const GRPC_MESSAGE: HeaderName = HeaderName::from_static("grpc-message");
+pub(crate) const GRPC_STATUS_DETAILS: HeaderName = HeaderName::from_static("grpc-status-details-bin");
+const APP_ERROR_NAME: HeaderName = HeaderName::from_static(APP_ERROR_HEADER);
+
 /// A gRPC status: code, message, optional binary details and app error.
 #[derive(Clone, PartialEq, Eq)]
 pub struct Status {
@@ -210,21 +216,21 @@ impl Status {
     /// Writes `grpc-status`, `grpc-message` (percent-encoded), details and app
     /// error into `trailers`.
     pub fn write_trailers(&self, trailers: &mut HeaderMap) {
-        trailers.insert("grpc-status", self.code.header_value());
+        trailers.insert(GRPC_STATUS, self.code.header_value());
         if !self.message.is_empty() {
             let encoded = utf8_percent_encode(&self.message, MESSAGE_ENCODE_SET).to_string();
             if let Ok(v) = HeaderValue::try_from(encoded) {
-                trailers.insert("grpc-message", v);
+                trailers.insert(GRPC_MESSAGE, v);
             }
         }
         if let Some(details) = &self.details {
             if let Ok(v) = HeaderValue::try_from(base64_encode(details)) {
-                trailers.insert("grpc-status-details-bin", v);
+                trailers.insert(GRPC_STATUS_DETAILS, v);
             }
         }
         if let Some(app) = &self.app_error {
             if let Ok(v) = HeaderValue::try_from(format!("{}:{}", app.enum_name, app.value)) {
-                trailers.insert(APP_ERROR_HEADER, v);
+                trailers.insert(APP_ERROR_NAME, v);
             }
         }
     }
@@ -232,18 +238,18 @@ impl Status {
     /// Reads a status from trailers (or trailers-only headers). `None` when
     /// `grpc-status` is absent.
     pub fn from_trailers(trailers: &HeaderMap) -> Option<Status> {
-        let code = trailers.get("grpc-status")?;
+        let code = trailers.get(GRPC_STATUS)?;
         let code = code.to_str().ok().and_then(|s| s.parse::<i32>().ok()).map(Code::from_i32).unwrap_or(Code::Unknown);
         let message = trailers
-            .get("grpc-message")
+            .get(GRPC_MESSAGE)
             .map(|v| percent_decode_str(&String::from_utf8_lossy(v.as_bytes())).decode_utf8_lossy().into_owned())
             .unwrap_or_default();
         let mut status = Status::new(code, message);
         status.details = trailers
-            .get("grpc-status-details-bin")
+            .get(GRPC_STATUS_DETAILS)
             .and_then(|v| base64_decode(v.as_bytes()))
             .map(bytes::Bytes::from);
-        status.app_error = trailers.get(APP_ERROR_HEADER).and_then(|v| parse_app_error(v.to_str().ok()?));
+        status.app_error = trailers.get(APP_ERROR_NAME).and_then(|v| parse_app_error(v.to_str().ok()?));
         Some(status)
     }
 }

@@ -8,7 +8,7 @@ use std::time::Instant;
 
 use futures_util::FutureExt;
 use http::header::{CONTENT_TYPE, HeaderValue};
-use http::{HeaderMap, Request, Response, StatusCode};
+use http::{HeaderMap, HeaderName, Request, Response, StatusCode};
 use http_body_util::BodyExt;
 use hyper::body::Incoming;
 
@@ -22,6 +22,11 @@ use crate::status::{Code, Status};
 use crate::wire::parse_grpc_timeout;
 
 const GRPC_CONTENT_TYPE: HeaderValue = HeaderValue::from_static("application/grpc");
+// Header names as constants: built at compile time, not parsed per call.
+const GRPC_ENCODING: HeaderName = HeaderName::from_static("grpc-encoding");
+const GRPC_ACCEPT_ENCODING: HeaderName = HeaderName::from_static("grpc-accept-encoding");
+const GRPC_TIMEOUT: HeaderName = HeaderName::from_static("grpc-timeout");
+const COURIER_ERROR: HeaderName = HeaderName::from_static("x-courier-error");
 
 /// Per-connection facts every call on it shares.
 pub(crate) struct ConnInfo {
@@ -89,16 +94,16 @@ pub(crate) async fn dispatch(
         let resp = trailers_only(None, Status::unimplemented(format!("unknown method {}", req.uri().path())));
         return Ok(answer_early(req.into_body(), resp));
     };
-    if let Some(enc) = req.headers().get("grpc-encoding") {
+    if let Some(enc) = req.headers().get(GRPC_ENCODING) {
         if enc.as_bytes() != b"identity" {
             let enc = String::from_utf8_lossy(enc.as_bytes()).into_owned();
             let mut resp = trailers_only(None, Status::unimplemented(format!("message encoding {enc:?} is not supported")));
-            resp.headers_mut().insert("grpc-accept-encoding", HeaderValue::from_static("identity"));
+            resp.headers_mut().insert(GRPC_ACCEPT_ENCODING, HeaderValue::from_static("identity"));
             return Ok(answer_early(req.into_body(), resp));
         }
     }
     let now = Instant::now();
-    let caller_deadline = match req.headers().get("grpc-timeout") {
+    let caller_deadline = match req.headers().get(GRPC_TIMEOUT) {
         None => None,
         Some(v) => match parse_grpc_timeout(v.as_bytes()) {
             Ok(d) => Some(now.checked_add(d).unwrap_or(now + std::time::Duration::from_secs(100 * 365 * 86400))),
@@ -344,7 +349,7 @@ fn trailers_only(ctx: Option<&Ctx>, status: Status) -> Response<ReplyBody> {
 fn http_error(code: StatusCode, why: &'static str) -> Response<ReplyBody> {
     let mut resp = Response::new(ReplyBody::Empty);
     *resp.status_mut() = code;
-    resp.headers_mut().insert("x-courier-error", HeaderValue::from_static(why));
+    resp.headers_mut().insert(COURIER_ERROR, HeaderValue::from_static(why));
     resp
 }
 
