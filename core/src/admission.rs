@@ -228,15 +228,36 @@ impl Gate {
     /// caller bounds the wait by the call's deadline; dropping the future
     /// leaves the queue cleanly.
     pub async fn admit(self: &Arc<Self>, ctx: &Ctx) -> Result<Permit, Rejection> {
+        match self.try_admit(ctx)? {
+            Some(p) => Ok(p),
+            None => self.wait_for_slot().await,
+        }
+    }
+
+    /// The synchronous part of [`Gate::admit`]: ACL, rate limit, then a free
+    /// slot if there is one. `Ok(None)`: no slot is free; the call must wait
+    /// with [`Gate::wait_for_slot`] (ACL and rate limit are already passed:
+    /// calling `admit` instead would count the call twice against its rate).
+    pub fn try_admit(self: &Arc<Self>, ctx: &Ctx) -> Result<Option<Permit>, Rejection> {
         let policy = self.policy.load();
         policy.check_acl(ctx.peer_identity())?;
         let Some(max) = policy.limits.max_concurrency else {
             self.running.fetch_add(1, Ordering::SeqCst);
+            return Ok(Some(Permit { gate: self.clone() }));
+        };
+        Ok(self.try_acquire(max).then(|| Permit { gate: self.clone() }))
+    }
+
+    /// Waits in the queue for a slot (after [`Gate::try_admit`] found none).
+    /// The caller bounds the wait by the call's deadline; dropping the future
+    /// leaves the queue cleanly.
+    pub async fn wait_for_slot(self: &Arc<Self>) -> Result<Permit, Rejection> {
+        let policy = self.policy.load();
+        let Some(max) = policy.limits.max_concurrency else {
+            // Limits were reloaded without a bound since `try_admit`.
+            self.running.fetch_add(1, Ordering::SeqCst);
             return Ok(Permit { gate: self.clone() });
         };
-        if self.try_acquire(max) {
-            return Ok(Permit { gate: self.clone() });
-        }
         let (tx, rx) = oneshot::channel();
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
         {

@@ -11,9 +11,10 @@
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
+use std::task::{Context, Poll};
 
 use bytes::Bytes;
-use http_body_util::BodyExt;
+use http_body::Body as _;
 use hyper::body::Incoming;
 use tokio::sync::mpsc;
 
@@ -25,7 +26,7 @@ use crate::wire::FrameDecoder;
 /// A boxed, sendable future (the handler return type).
 pub type BoxFuture<T> = Pin<Box<dyn Future<Output = T> + Send + 'static>>;
 
-type UnaryFn = dyn Fn(Ctx, Bytes) -> BoxFuture<Result<Bytes, Status>> + Send + Sync;
+pub(crate) type UnaryFn = dyn Fn(Ctx, Bytes) -> BoxFuture<Result<Bytes, Status>> + Send + Sync;
 type ServerStreamingFn = dyn Fn(Ctx, Bytes, ResponseSender) -> BoxFuture<Result<(), Status>> + Send + Sync;
 type ClientStreamingFn = dyn Fn(Ctx, RequestStream) -> BoxFuture<Result<Bytes, Status>> + Send + Sync;
 type BidiFn = dyn Fn(Ctx, RequestStream, ResponseSender) -> BoxFuture<Result<(), Status>> + Send + Sync;
@@ -102,20 +103,25 @@ impl RequestStream {
 
     /// The next message; `Ok(None)` once the client half-closed.
     pub async fn message(&mut self) -> Result<Option<Bytes>, Status> {
+        std::future::poll_fn(|cx| self.poll_message(cx)).await
+    }
+
+    /// [`RequestStream::message`] as a poll function.
+    pub(crate) fn poll_message(&mut self, cx: &mut Context<'_>) -> Poll<Result<Option<Bytes>, Status>> {
         loop {
             if let Some(m) = self.decoder.next_message()? {
-                return Ok(Some(m));
+                return Poll::Ready(Ok(Some(m)));
             }
             if self.done {
-                return Ok(None);
+                return Poll::Ready(Ok(None));
             }
-            match self.body.frame().await {
+            match std::task::ready!(Pin::new(&mut self.body).poll_frame(cx)) {
                 Some(Ok(frame)) => {
                     if let Ok(data) = frame.into_data() {
                         self.decoder.push(data);
                     }
                 }
-                Some(Err(e)) => return Err(body_error(e)),
+                Some(Err(e)) => return Poll::Ready(Err(body_error(e))),
                 None => {
                     self.done = true;
                     self.decoder.finish()?;
@@ -132,11 +138,25 @@ impl RequestStream {
 
     /// Reads exactly one message and the end of the stream (unary requests).
     pub(crate) async fn single(mut self) -> Result<Bytes, Status> {
-        let first = self.message().await?.ok_or_else(|| Status::internal("client sent no request message"))?;
-        if self.message().await?.is_some() {
-            return Err(Status::internal("client sent more than one request message for a unary request"));
+        let mut first = None;
+        std::future::poll_fn(|cx| self.poll_single(&mut first, cx)).await
+    }
+
+    /// [`RequestStream::single`] as a poll function; `first` keeps the message
+    /// between polls (start with `None`).
+    pub(crate) fn poll_single(&mut self, first: &mut Option<Bytes>, cx: &mut Context<'_>) -> Poll<Result<Bytes, Status>> {
+        if first.is_none() {
+            match std::task::ready!(self.poll_message(cx))? {
+                Some(m) => *first = Some(m),
+                None => return Poll::Ready(Err(Status::internal("client sent no request message"))),
+            }
         }
-        Ok(first)
+        match std::task::ready!(self.poll_message(cx))? {
+            Some(_) => {
+                Poll::Ready(Err(Status::internal("client sent more than one request message for a unary request")))
+            }
+            None => Poll::Ready(Ok(first.take().unwrap_or_default())),
+        }
     }
 }
 

@@ -498,6 +498,18 @@ impl<'a> QueueWait<'a> {
         QueueWait { stats, since: Instant::now() }
     }
 
+    /// A call admitted (or refused) without waiting: a zero wait, observed
+    /// like any other, never in the queue-size gauge.
+    pub fn none(desc: &MethodDesc, ctx: &Ctx) {
+        if !enabled() {
+            return;
+        }
+        if let Some(s) = desc.obs_slot().server.get() {
+            ctx.set_queue_wait(Duration::ZERO);
+            s.queue_wait.observe(Duration::ZERO);
+        }
+    }
+
     /// Left the queue (admitted or refused); the wait goes on the ctx too.
     pub fn leave(mut self, ctx: &Ctx) {
         if let Some(s) = self.stats.take() {

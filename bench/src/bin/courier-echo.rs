@@ -6,6 +6,7 @@
 //! `--workers N`: I/O threads (default 1).
 //! `--no-deadline`: register the method with `DeadlinePolicy::NoDeadline` (no timer
 //! per call; for measuring what the mandatory deadline costs, not the normal path).
+//! `--keepalive SECS|off`: the server's HTTP/2 keepalive interval (default: `ServerConfig`'s).
 //! `--host`: the method is served through a `HostQueue` by one Rust thread that
 //! pulls batches (`next_batch(64, None)`) and answers with one `ReplyBatch` per
 //! batch: the boundary a host-language binding uses, without a host language.
@@ -43,6 +44,12 @@ fn main() {
     let mut config = ServerConfig { workers, tls, limits_path: arg_value("--limits").map(PathBuf::from), ..ServerConfig::default() };
     if has_flag("--adaptive-window") {
         config.http2.adaptive_window = true;
+    }
+    if let Some(k) = arg_value("--keepalive") {
+        config.http2.keepalive_interval = match k.as_str() {
+            "off" => None,
+            s => Some(Duration::from_secs(s.parse().unwrap_or_else(|_| usage("--keepalive takes seconds or off")))),
+        };
     }
     let server = Server::new(config);
     let policy = if has_flag("--no-deadline") {

@@ -3,9 +3,13 @@
 
 use std::convert::Infallible;
 use std::future::Future;
+use std::panic::AssertUnwindSafe;
+use std::pin::Pin;
 use std::sync::Arc;
+use std::task::{Context, Poll};
 use std::time::Instant;
 
+use bytes::Bytes;
 use futures_util::FutureExt;
 use http::header::{CONTENT_TYPE, HeaderValue};
 use http::{HeaderMap, HeaderName, Request, Response, StatusCode};
@@ -14,8 +18,8 @@ use hyper::body::Incoming;
 
 use super::body::{ReplyBody, StreamBody};
 use super::{Entry, Shared};
-use crate::admission::Permit;
-use crate::call::{Handler, RequestStream, ResponseSender, StreamItem};
+use crate::admission::{Permit, Rejection};
+use crate::call::{BoxFuture, Handler, RequestStream, ResponseSender, StreamItem, UnaryFn};
 use crate::context::{CancelReason, Ctx, Identity};
 use crate::host::{HostCall, HostRequest, Reply, UnaryReply};
 use crate::status::{Code, Status};
@@ -75,31 +79,54 @@ impl Drop for CallGuard {
     }
 }
 
-pub(crate) async fn dispatch(
-    shared: Arc<Shared>,
-    conn: Arc<ConnInfo>,
-    req: Request<Incoming>,
-) -> Result<Response<ReplyBody>, Infallible> {
+/// The future of one call (what the service returns to hyper).
+pub(crate) enum CallFuture {
+    /// Answered before any await (bad request, unknown method, rejected...).
+    Ready(Option<Response<ReplyBody>>),
+    /// A Rust-native unary call admitted without waiting: the common case,
+    /// kept small and free of timers unless it has to wait.
+    Unary(UnaryCall),
+    /// Everything else: queued admission, streaming, host-language calls.
+    Other(Pin<Box<dyn Future<Output = Response<ReplyBody>> + Send>>),
+}
+
+impl Future for CallFuture {
+    type Output = Result<Response<ReplyBody>, Infallible>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        match self.get_mut() {
+            CallFuture::Ready(r) => Poll::Ready(Ok(r.take().expect("CallFuture polled after completion"))),
+            CallFuture::Unary(u) => Pin::new(u).poll(cx).map(Ok),
+            CallFuture::Other(f) => f.as_mut().poll(cx).map(Ok),
+        }
+    }
+}
+
+/// Validates the request, builds the ctx and admits the call, all without
+/// awaiting; then returns the future that reads the request and runs the
+/// handler (or the answer, when the call ends here).
+pub(crate) fn dispatch(shared: &Arc<Shared>, conn: &ConnInfo, req: Request<Incoming>) -> CallFuture {
+    let early = |body, resp| CallFuture::Ready(Some(answer_early(body, resp)));
     if req.method() != http::Method::POST {
-        return Ok(answer_early(req.into_body(), http_error(StatusCode::METHOD_NOT_ALLOWED, "gRPC requests must be POST")));
+        return early(req.into_body(), http_error(StatusCode::METHOD_NOT_ALLOWED, "gRPC requests must be POST"));
     }
     let Some(ct) = req.headers().get(CONTENT_TYPE) else {
-        return Ok(answer_early(req.into_body(), http_error(StatusCode::UNSUPPORTED_MEDIA_TYPE, "missing content-type")));
+        return early(req.into_body(), http_error(StatusCode::UNSUPPORTED_MEDIA_TYPE, "missing content-type"));
     };
     if !is_grpc_content_type(ct.as_bytes()) {
         let resp = http_error(StatusCode::UNSUPPORTED_MEDIA_TYPE, "content-type is not application/grpc");
-        return Ok(answer_early(req.into_body(), resp));
+        return early(req.into_body(), resp);
     }
     let Some(entry) = shared.router.get(req.uri().path()) else {
         let resp = trailers_only(None, Status::unimplemented(format!("unknown method {}", req.uri().path())));
-        return Ok(answer_early(req.into_body(), resp));
+        return early(req.into_body(), resp);
     };
     if let Some(enc) = req.headers().get(GRPC_ENCODING) {
         if enc.as_bytes() != b"identity" {
             let enc = String::from_utf8_lossy(enc.as_bytes()).into_owned();
             let mut resp = trailers_only(None, Status::unimplemented(format!("message encoding {enc:?} is not supported")));
             resp.headers_mut().insert(GRPC_ACCEPT_ENCODING, HeaderValue::from_static("identity"));
-            return Ok(answer_early(req.into_body(), resp));
+            return early(req.into_body(), resp);
         }
     }
     let now = Instant::now();
@@ -107,7 +134,7 @@ pub(crate) async fn dispatch(
         None => None,
         Some(v) => match parse_grpc_timeout(v.as_bytes()) {
             Ok(d) => Some(now.checked_add(d).unwrap_or(now + std::time::Duration::from_secs(100 * 365 * 86400))),
-            Err(e) => return Ok(answer_early(req.into_body(), trailers_only(None, Status::internal(e)))),
+            Err(e) => return early(req.into_body(), trailers_only(None, Status::internal(e))),
         },
     };
     let deadline = entry.desc.effective_deadline(now, caller_deadline);
@@ -117,26 +144,130 @@ pub(crate) async fn dispatch(
     if ctx.is_expired() {
         obs.finish(Code::DeadlineExceeded, Some(&ctx));
         let resp = trailers_only(Some(&ctx), Status::deadline_exceeded("deadline exceeded before the call started"));
-        return Ok(answer_early(body, resp));
+        return early(body, resp);
     }
     let mut guard = CallGuard { ctx: Some(ctx.clone()), shared: shared.clone(), permit: None, obs: Some(obs) };
     // Admission comes before a byte of the request is read: ACL, rate limit,
-    // then a slot, waiting in the method's queue at most until the deadline.
+    // then a slot; without a free slot, the call waits in the method's queue
+    // (at most until the deadline).
+    match entry.gate.try_admit(&ctx) {
+        Ok(Some(p)) => {
+            crate::stats::QueueWait::none(&entry.desc, &ctx);
+            guard.permit = Some(p);
+        }
+        Err(r) => {
+            crate::stats::QueueWait::none(&entry.desc, &ctx);
+            let s = rejected(entry, &ctx, r);
+            return early(body, unary_response(guard, &ctx, Err(s)));
+        }
+        Ok(None) => return CallFuture::Other(Box::pin(queued(shared.clone(), entry.clone(), ctx, body, guard))),
+    }
+    let requests = RequestStream::new(body, shared.config.max_recv_message_size);
+    match &entry.handler {
+        Handler::Unary(h) => CallFuture::Unary(UnaryCall {
+            running: None,
+            handler: h.clone(),
+            requests,
+            first: None,
+            timer: None,
+            guard: Some(guard),
+            ctx,
+        }),
+        _ => {
+            let entry = entry.clone();
+            CallFuture::Other(Box::pin(async move { run(&entry, ctx, requests, guard).await }))
+        }
+    }
+}
+
+/// Counts an admission refusal and gives the status the client gets.
+fn rejected(entry: &Entry, ctx: &Ctx, r: Rejection) -> Status {
+    crate::stats::record_rejection(&entry.desc, ctx.peer_identity(), r.reason());
+    r.status(entry.desc.path(), ctx.peer_identity())
+}
+
+/// A call that found no free slot: waits in the method's queue (at most until
+/// its deadline), then runs.
+async fn queued(shared: Arc<Shared>, entry: Arc<Entry>, ctx: Ctx, body: Incoming, mut guard: CallGuard) -> Response<ReplyBody> {
     let queued = crate::stats::QueueWait::enter(&entry.desc);
-    let admitted = under_deadline(&ctx, async {
-        entry.gate.admit(&ctx).await.map_err(|r| {
-            crate::stats::record_rejection(&entry.desc, ctx.peer_identity(), r.reason());
-            r.status(entry.desc.path(), ctx.peer_identity())
-        })
-    })
-    .await;
+    let admitted =
+        under_deadline(&ctx, async { entry.gate.wait_for_slot().await.map_err(|r| rejected(&entry, &ctx, r)) }).await;
     queued.leave(&ctx);
     match admitted {
         Ok(p) => guard.permit = Some(p),
-        Err(s) => return Ok(answer_early(body, unary_response(guard, &ctx, Err(s)))),
+        Err(s) => return answer_early(body, unary_response(guard, &ctx, Err(s))),
     }
     let requests = RequestStream::new(body, shared.config.max_recv_message_size);
-    Ok(run(entry, ctx, requests, guard).await)
+    run(&entry, ctx, requests, guard).await
+}
+
+/// A Rust-native unary call admitted at once: reads the one request message,
+/// runs the handler, answers. The deadline timer is created only if the call
+/// has to wait (request bytes not there yet, or a handler that suspends).
+pub(crate) struct UnaryCall {
+    // Dropped in this order if the client goes away: handler, request, then
+    // the guard (which cancels the ctx).
+    running: Option<BoxFuture<Result<Bytes, Status>>>,
+    handler: Arc<UnaryFn>,
+    requests: RequestStream,
+    first: Option<Bytes>,
+    timer: Option<Pin<Box<tokio::time::Sleep>>>,
+    guard: Option<CallGuard>,
+    ctx: Ctx,
+}
+
+impl UnaryCall {
+    fn poll_call(&mut self, cx: &mut Context<'_>) -> Poll<Result<Bytes, Status>> {
+        if self.running.is_none() {
+            let msg = match std::task::ready!(self.requests.poll_single(&mut self.first, cx)) {
+                Ok(m) => m,
+                Err(s) => return Poll::Ready(Err(s)),
+            };
+            let (h, ctx) = (&self.handler, &self.ctx);
+            match std::panic::catch_unwind(AssertUnwindSafe(|| h(ctx.clone(), msg))) {
+                Ok(f) => self.running = Some(f),
+                Err(panic) => return Poll::Ready(Err(panic_status(&self.ctx, panic))),
+            }
+        }
+        let fut = self.running.as_mut().expect("set above");
+        match std::panic::catch_unwind(AssertUnwindSafe(|| fut.as_mut().poll(cx))) {
+            Ok(p) => p,
+            Err(panic) => Poll::Ready(Err(panic_status(&self.ctx, panic))),
+        }
+    }
+
+    fn answer(&mut self, r: Result<Bytes, Status>) -> Poll<Response<ReplyBody>> {
+        self.running = None;
+        self.timer = None;
+        let guard = self.guard.take().expect("UnaryCall polled after completion");
+        Poll::Ready(unary_response(guard, &self.ctx, r))
+    }
+}
+
+impl Future for UnaryCall {
+    type Output = Response<ReplyBody>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Response<ReplyBody>> {
+        let this = self.get_mut();
+        match this.poll_call(cx) {
+            // A result that comes after the deadline (the handler saw its
+            // ctx expire before a timer fired) is still too late.
+            Poll::Ready(r) => {
+                let r = if this.ctx.is_expired() { Err(deadline_expired(&this.ctx)) } else { r };
+                this.answer(r)
+            }
+            Poll::Pending => {
+                if let Some(d) = this.ctx.deadline() {
+                    let timer = this.timer.get_or_insert_with(|| Box::pin(tokio::time::sleep_until(d.into())));
+                    if timer.as_mut().poll(cx).is_ready() {
+                        let s = deadline_expired(&this.ctx);
+                        return this.answer(Err(s));
+                    }
+                }
+                Poll::Pending
+            }
+        }
+    }
 }
 
 async fn run(entry: &Entry, ctx: Ctx, requests: RequestStream, guard: CallGuard) -> Response<ReplyBody> {
@@ -359,38 +490,50 @@ fn is_grpc_content_type(ct: &[u8]) -> bool {
 }
 
 /// Runs `fut` until the ctx deadline; at the deadline the ctx is cancelled and
-/// the call answered `DEADLINE_EXCEEDED`.
+/// the call answered `DEADLINE_EXCEEDED`. The timer is only created if `fut`
+/// does not finish on its first poll.
 async fn under_deadline<T>(ctx: &Ctx, fut: impl Future<Output = Result<T, Status>>) -> Result<T, Status> {
-    match ctx.deadline() {
-        None => fut.await,
-        Some(d) => {
-            let expired = || {
-                ctx.cancel(CancelReason::DeadlineExceeded);
-                Err(Status::deadline_exceeded("deadline exceeded"))
-            };
-            tokio::select! {
-                biased;
-                // A result that comes after the deadline (the handler saw its
-                // ctx expire before our timer fired) is still too late.
-                r = fut => if std::time::Instant::now() >= d { expired() } else { r },
-                _ = tokio::time::sleep_until(d.into()) => expired(),
-            }
+    let Some(d) = ctx.deadline() else { return fut.await };
+    let mut fut = std::pin::pin!(fut);
+    let mut timer = std::pin::pin!(None::<tokio::time::Sleep>);
+    std::future::poll_fn(|cx| {
+        if let Poll::Ready(r) = fut.as_mut().poll(cx) {
+            // A result that comes after the deadline (the handler saw its
+            // ctx expire before our timer fired) is still too late.
+            return Poll::Ready(if Instant::now() >= d { Err(deadline_expired(ctx)) } else { r });
         }
-    }
+        if timer.is_none() {
+            timer.set(Some(tokio::time::sleep_until(d.into())));
+        }
+        match timer.as_mut().as_pin_mut().map(|t| t.poll(cx)) {
+            Some(Poll::Ready(())) => Poll::Ready(Err(deadline_expired(ctx))),
+            _ => Poll::Pending,
+        }
+    })
+    .await
+}
+
+/// The deadline passed: cancels the ctx; the status the call ends with.
+fn deadline_expired(ctx: &Ctx) -> Status {
+    ctx.cancel(CancelReason::DeadlineExceeded);
+    Status::deadline_exceeded("deadline exceeded")
 }
 
 /// A panic in a handler is `INTERNAL` for that call only; it is logged.
 async fn catch_panic<T>(ctx: &Ctx, fut: impl Future<Output = Result<T, Status>>) -> Result<T, Status> {
-    match std::panic::AssertUnwindSafe(fut).catch_unwind().await {
+    match AssertUnwindSafe(fut).catch_unwind().await {
         Ok(r) => r,
-        Err(panic) => {
-            let what = panic
-                .downcast_ref::<&str>()
-                .map(|s| s.to_string())
-                .or_else(|| panic.downcast_ref::<String>().cloned())
-                .unwrap_or_else(|| "non-string panic payload".into());
-            tracing::error!(method = ctx.method().unwrap_or(""), panic = %what, "handler panicked");
-            Err(Status::internal(format!("handler panicked: {what}")))
-        }
+        Err(panic) => Err(panic_status(ctx, panic)),
     }
+}
+
+/// Logs a handler's panic; the status its call ends with.
+fn panic_status(ctx: &Ctx, panic: Box<dyn std::any::Any + Send>) -> Status {
+    let what = panic
+        .downcast_ref::<&str>()
+        .map(|s| s.to_string())
+        .or_else(|| panic.downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "non-string panic payload".into());
+    tracing::error!(method = ctx.method().unwrap_or(""), panic = %what, "handler panicked");
+    Status::internal(format!("handler panicked: {what}"))
 }

@@ -147,7 +147,7 @@ impl Entry {
 
 /// What every I/O thread shares, immutable once started (but for the flags).
 pub(crate) struct Shared {
-    router: HashMap<Box<str>, Entry>,
+    router: HashMap<Box<str>, Arc<Entry>>,
     config: ServerConfig,
     hard_stop: AtomicBool,
 }
@@ -168,7 +168,7 @@ enum Phase {
 }
 
 enum State {
-    Building { router: HashMap<Box<str>, Entry>, listeners: Vec<StdListener>, hosts: Vec<HostQueue> },
+    Building { router: HashMap<Box<str>, Arc<Entry>>, listeners: Vec<StdListener>, hosts: Vec<HostQueue> },
     Running { threads: Vec<JoinHandle<()>>, phase: watch::Sender<Phase>, shared: Arc<Shared>, hosts: Vec<HostQueue> },
     Stopped,
 }
@@ -189,7 +189,7 @@ impl Server {
         let health = HealthReporter::new();
         let mut router = HashMap::new();
         for (desc, handler) in health.methods().into_iter().chain(crate::reflection::methods(health.clone())) {
-            router.insert(desc.path().into(), Entry::new(desc, handler));
+            router.insert(desc.path().into(), Arc::new(Entry::new(desc, handler)));
         }
         Server {
             config,
@@ -223,7 +223,7 @@ impl Server {
             hosts.push(q.clone());
         }
         self.health.set_serving(desc.service(), crate::health::ServingStatus::Serving);
-        router.insert(desc.path().into(), Entry::new(desc, handler));
+        router.insert(desc.path().into(), Arc::new(Entry::new(desc, handler)));
         Ok(())
     }
 
@@ -308,7 +308,7 @@ impl Server {
     }
 
     /// Puts the limits in force on every method's gate, and watches the file.
-    fn apply_limits(&self, router: &HashMap<Box<str>, Entry>) -> Result<(), ServerError> {
+    fn apply_limits(&self, router: &HashMap<Box<str>, Arc<Entry>>) -> Result<(), ServerError> {
         let gates: Vec<(Arc<MethodDesc>, Arc<Gate>, bool)> =
             router.values().map(|e| (e.desc.clone(), e.gate.clone(), matches!(e.handler, Handler::Host(_)))).collect();
         let host_slots = self.config.host_concurrency;
@@ -568,10 +568,11 @@ where
         .keep_alive_timeout(h2c.keepalive_timeout);
     let info = Arc::new(ConnInfo { peer, obs });
     let svc_shared = shared.clone();
-    // Boxed: the call's future is large (admission, deadlines, every handler
-    // kind); hyper and tokio would otherwise move it by value several times
-    // per call (measured with callgrind: -1.9k instructions per call).
-    let svc = hyper::service::service_fn(move |req| Box::pin(dispatch::dispatch(svc_shared.clone(), info.clone(), req)));
+    // `dispatch` does the synchronous part of a call (checks, ctx, admission)
+    // and returns a small future: the common unary call is not boxed; the
+    // rare kinds (queued, streaming, host) box theirs, so a large state
+    // machine is not moved by value per call.
+    let svc = hyper::service::service_fn(move |req| dispatch::dispatch(&svc_shared, &info, req));
     let conn = b.serve_connection(io, svc);
     tokio::pin!(conn);
     let age = async {
