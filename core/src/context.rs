@@ -1,7 +1,7 @@
 //! `Ctx`: what a call knows about itself (deadline, cancellation, peer, method,
 //! request id, metadata) and what an outgoing call made with it propagates.
 
-use std::sync::atomic::{AtomicU64, AtomicU8, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicU8, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
@@ -54,6 +54,8 @@ struct Inner {
     metadata: HeaderMap,
     /// Response headers and trailers set by a server handler (rarely used: boxed).
     reply_meta: Mutex<Option<Box<(HeaderMap, HeaderMap)>>>,
+    /// Set once `reply_meta` is: the server's take_* skip the lock without it.
+    has_reply_meta: AtomicBool,
     /// Time the call waited in a queue before its handler started (ns + 1; 0: none).
     queue_wait_ns: AtomicU64,
 }
@@ -84,6 +86,7 @@ impl Ctx {
             request_id: OnceLock::new(),
             metadata: HeaderMap::new(),
             reply_meta: Mutex::new(None),
+            has_reply_meta: AtomicBool::new(false),
             queue_wait_ns: AtomicU64::new(0),
         }
     }
@@ -293,17 +296,24 @@ impl Ctx {
 
     fn with_reply_meta(&self, f: impl FnOnce(&mut (HeaderMap, HeaderMap))) {
         let mut m = self.0.reply_meta.lock().unwrap_or_else(|e| e.into_inner());
-        f(m.get_or_insert_with(Default::default))
+        f(m.get_or_insert_with(Default::default));
+        self.0.has_reply_meta.store(true, Ordering::Release);
     }
 
     /// Takes the response headers set so far.
     pub(crate) fn take_reply_headers(&self) -> Option<HeaderMap> {
+        if !self.0.has_reply_meta.load(Ordering::Acquire) {
+            return None;
+        }
         let mut m = self.0.reply_meta.lock().unwrap_or_else(|e| e.into_inner());
         m.as_mut().map(|b| std::mem::take(&mut b.0)).filter(|h| !h.is_empty())
     }
 
     /// Takes the response trailers set so far.
     pub(crate) fn take_reply_trailers(&self) -> Option<HeaderMap> {
+        if !self.0.has_reply_meta.load(Ordering::Acquire) {
+            return None;
+        }
         let mut m = self.0.reply_meta.lock().unwrap_or_else(|e| e.into_inner());
         m.as_mut().map(|b| std::mem::take(&mut b.1)).filter(|h| !h.is_empty())
     }

@@ -750,6 +750,7 @@ impl ServerCall {
             return;
         }
         let latency = self.start.elapsed();
+        let now = SystemTime::now();
         if let Some(c) = &self.conn {
             c.streams_active.fetch_sub(1, Relaxed);
         }
@@ -757,7 +758,6 @@ impl ServerCall {
             s.in_flight.fetch_sub(1, Relaxed);
             s.codes[code as usize].fetch_add(1, Relaxed);
             s.latency.observe(latency);
-            let now = SystemTime::now();
             s.last_call_ns.store(unix_ns(now), Relaxed);
             let edge = &s.edges[self.client as usize];
             edge.calls.fetch_add(1, Relaxed);
@@ -783,7 +783,7 @@ impl ServerCall {
         }
         if let Some(e) = clients().entry(self.client) {
             e.latency.observe(latency);
-            e.last_seen_ns.store(unix_ns(SystemTime::now()), Relaxed);
+            e.last_seen_ns.store(unix_ns(now), Relaxed);
         }
         if let Some(span) = self.span.take() {
             span.end(code, ctx);

@@ -46,6 +46,9 @@ impl FrameDecoder {
 
     /// The next complete message, `Ok(None)` when more data is needed.
     pub fn next_message(&mut self) -> Result<Option<Bytes>, Status> {
+        if self.chunk.is_empty() && self.buf.is_empty() {
+            return Ok(None);
+        }
         if !self.chunk.is_empty() {
             match self.parse_header(&self.chunk[..])? {
                 Some(len) if self.chunk.len() >= PREFIX_LEN + len => {

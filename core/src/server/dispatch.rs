@@ -141,7 +141,7 @@ pub(crate) fn dispatch(shared: &Arc<Shared>, conn: &ConnInfo, req: Request<Incom
     let (mut parts, body) = req.into_parts();
     let obs = crate::stats::ServerCall::start(&entry.desc, conn.peer.as_ref(), Some(&conn.obs), &mut parts.headers, now);
     let ctx = Ctx::for_server_call(entry.desc.path_arc().clone(), deadline, conn.peer.clone(), parts.headers);
-    if ctx.is_expired() {
+    if deadline.is_some_and(|d| now >= d) {
         obs.finish(Code::DeadlineExceeded, Some(&ctx));
         let resp = trailers_only(Some(&ctx), Status::deadline_exceeded("deadline exceeded before the call started"));
         return early(body, resp);

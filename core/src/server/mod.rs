@@ -145,9 +145,35 @@ impl Entry {
     }
 }
 
+/// The method table: full path to method. Hashed with FNV-1a rather than
+/// SipHash (measured: a few hundred instructions less per call). The table is
+/// fixed once the server starts, so a client choosing paths cannot grow
+/// collision chains: a keyed hash buys nothing here.
+pub(crate) type Router = HashMap<Box<str>, Arc<Entry>, std::hash::BuildHasherDefault<Fnv1a>>;
+
+#[derive(Clone, Copy)]
+pub(crate) struct Fnv1a(u64);
+
+impl Default for Fnv1a {
+    fn default() -> Self {
+        Fnv1a(0xcbf2_9ce4_8422_2325)
+    }
+}
+
+impl std::hash::Hasher for Fnv1a {
+    fn write(&mut self, bytes: &[u8]) {
+        for b in bytes {
+            self.0 = (self.0 ^ u64::from(*b)).wrapping_mul(0x0000_0100_0000_01b3);
+        }
+    }
+    fn finish(&self) -> u64 {
+        self.0
+    }
+}
+
 /// What every I/O thread shares, immutable once started (but for the flags).
 pub(crate) struct Shared {
-    router: HashMap<Box<str>, Arc<Entry>>,
+    router: Router,
     config: ServerConfig,
     hard_stop: AtomicBool,
 }
@@ -168,7 +194,7 @@ enum Phase {
 }
 
 enum State {
-    Building { router: HashMap<Box<str>, Arc<Entry>>, listeners: Vec<StdListener>, hosts: Vec<HostQueue> },
+    Building { router: Router, listeners: Vec<StdListener>, hosts: Vec<HostQueue> },
     Running { threads: Vec<JoinHandle<()>>, phase: watch::Sender<Phase>, shared: Arc<Shared>, hosts: Vec<HostQueue> },
     Stopped,
 }
@@ -187,7 +213,7 @@ pub struct Server {
 impl Server {
     pub fn new(config: ServerConfig) -> Server {
         let health = HealthReporter::new();
-        let mut router = HashMap::new();
+        let mut router = Router::default();
         for (desc, handler) in health.methods().into_iter().chain(crate::reflection::methods(health.clone())) {
             router.insert(desc.path().into(), Arc::new(Entry::new(desc, handler)));
         }
@@ -308,7 +334,7 @@ impl Server {
     }
 
     /// Puts the limits in force on every method's gate, and watches the file.
-    fn apply_limits(&self, router: &HashMap<Box<str>, Arc<Entry>>) -> Result<(), ServerError> {
+    fn apply_limits(&self, router: &Router) -> Result<(), ServerError> {
         let gates: Vec<(Arc<MethodDesc>, Arc<Gate>, bool)> =
             router.values().map(|e| (e.desc.clone(), e.gate.clone(), matches!(e.handler, Handler::Host(_)))).collect();
         let host_slots = self.config.host_concurrency;
