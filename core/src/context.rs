@@ -103,13 +103,8 @@ impl Ctx {
         peer: Option<Arc<Identity>>,
         metadata: HeaderMap,
     ) -> Ctx {
-        let inner = Inner { deadline, method: Some(method), peer, metadata, ..Ctx::empty() };
-        if let Some(id) = inner.metadata.get(REQUEST_ID_NAME).and_then(|v| v.to_str().ok()) {
-            if !id.is_empty() {
-                let _ = inner.request_id.set(id.into());
-            }
-        }
-        Ctx::from_inner(inner)
+        // The request id is read from the metadata on first use (most calls never ask).
+        Ctx::from_inner(Inner { deadline, method: Some(method), peer, metadata, ..Ctx::empty() })
     }
 
     /// A child whose deadline is at most `timeout` from now. Cancelling the
@@ -257,7 +252,10 @@ impl Ctx {
 
     /// The request id: the caller's `x-request-id`, or one made on first use.
     pub fn request_id(&self) -> &str {
-        self.0.request_id.get_or_init(new_request_id)
+        self.0.request_id.get_or_init(|| match self.0.metadata.get(REQUEST_ID_NAME).and_then(|v| v.to_str().ok()) {
+            Some(id) if !id.is_empty() => id.into(),
+            _ => new_request_id(),
+        })
     }
 
     /// How long the call waited in a queue before its handler started (server ctx).

@@ -110,7 +110,19 @@ pub(crate) fn dispatch(shared: &Arc<Shared>, conn: &ConnInfo, req: Request<Incom
     if req.method() != http::Method::POST {
         return early(req.into_body(), http_error(StatusCode::METHOD_NOT_ALLOWED, "gRPC requests must be POST"));
     }
-    let Some(ct) = req.headers().get(CONTENT_TYPE) else {
+    // One pass over the request headers instead of a hashed lookup per name
+    // (the first value of each, as `HeaderMap::get` gives).
+    let (mut ct, mut encoding, mut timeout) = (None, None, None);
+    for (name, value) in req.headers() {
+        if *name == CONTENT_TYPE {
+            ct = ct.or(Some(value));
+        } else if *name == GRPC_TIMEOUT {
+            timeout = timeout.or(Some(value));
+        } else if *name == GRPC_ENCODING {
+            encoding = encoding.or(Some(value));
+        }
+    }
+    let Some(ct) = ct else {
         return early(req.into_body(), http_error(StatusCode::UNSUPPORTED_MEDIA_TYPE, "missing content-type"));
     };
     if !is_grpc_content_type(ct.as_bytes()) {
@@ -121,7 +133,7 @@ pub(crate) fn dispatch(shared: &Arc<Shared>, conn: &ConnInfo, req: Request<Incom
         let resp = trailers_only(None, Status::unimplemented(format!("unknown method {}", req.uri().path())));
         return early(req.into_body(), resp);
     };
-    if let Some(enc) = req.headers().get(GRPC_ENCODING) {
+    if let Some(enc) = encoding {
         if enc.as_bytes() != b"identity" {
             let enc = String::from_utf8_lossy(enc.as_bytes()).into_owned();
             let mut resp = trailers_only(None, Status::unimplemented(format!("message encoding {enc:?} is not supported")));
@@ -130,7 +142,7 @@ pub(crate) fn dispatch(shared: &Arc<Shared>, conn: &ConnInfo, req: Request<Incom
         }
     }
     let now = Instant::now();
-    let caller_deadline = match req.headers().get(GRPC_TIMEOUT) {
+    let caller_deadline = match timeout {
         None => None,
         Some(v) => match parse_grpc_timeout(v.as_bytes()) {
             Ok(d) => Some(now.checked_add(d).unwrap_or(now + std::time::Duration::from_secs(100 * 365 * 86400))),
