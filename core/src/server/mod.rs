@@ -48,10 +48,18 @@ pub struct Http2Config {
     pub adaptive_window: bool,
     pub max_frame_size: Option<u32>,
     pub max_concurrent_streams: Option<u32>,
-    /// Send a PING this often on an idle connection; `None` disables keepalive.
+    /// Send an HTTP/2 PING this often on an idle connection; `None` (the
+    /// default) sends none. Opt-in because hyper then takes a lock and reads
+    /// the clock for every frame received (measured: ~0.5k instructions per
+    /// unary call, 1% of the call); dead peers are found by `tcp_keepalive`.
     pub keepalive_interval: Option<Duration>,
     /// Close the connection if a keepalive PING is not acknowledged in time.
     pub keepalive_timeout: Duration,
+    /// TCP keepalive (`SO_KEEPALIVE`) on every accepted connection, with this
+    /// idle time before the kernel's first probe (default 2 hours, as gRPC's
+    /// server keepalive); `None` leaves the socket as accepted. Costs nothing
+    /// per call.
+    pub tcp_keepalive: Option<Duration>,
     /// Ask clients to reconnect (GOAWAY) after this age, e.g. to rebalance.
     pub max_connection_age: Option<Duration>,
     /// How long in-flight calls get after a max-age GOAWAY.
@@ -66,8 +74,9 @@ impl Default for Http2Config {
             adaptive_window: false,
             max_frame_size: None,
             max_concurrent_streams: Some(1024),
-            keepalive_interval: Some(Duration::from_secs(7200)),
+            keepalive_interval: None,
             keepalive_timeout: Duration::from_secs(20),
+            tcp_keepalive: Some(Duration::from_secs(7200)),
             max_connection_age: None,
             max_connection_age_grace: Duration::from_secs(30),
         }
@@ -555,6 +564,11 @@ async fn accept_loop(
 
 async fn serve_conn(stream: TcpStream, shared: Arc<Shared>, phase: watch::Receiver<Phase>) {
     let _ = stream.set_nodelay(true);
+    if let Some(idle) = shared.config.http2.tcp_keepalive {
+        if let Err(e) = set_tcp_keepalive(&stream, idle) {
+            tracing::debug!(error = %e, "cannot set TCP keepalive");
+        }
+    }
     let obs = crate::stats::ConnStats::open(stream.peer_addr().ok(), stream.local_addr().ok());
     let Some(tls) = shared.config.tls.clone() else {
         return serve_h2(TokioIo::new(stream), None, obs, shared, phase).await;
@@ -569,6 +583,32 @@ async fn serve_conn(stream: TcpStream, shared: Arc<Shared>, phase: watch::Receiv
     if let Some((stream, peer)) = accepted {
         serve_h2(TokioIo::new(stream), peer, obs, shared, phase).await;
     }
+}
+
+/// `SO_KEEPALIVE` with `idle` before the first probe (Linux: `TCP_KEEPIDLE`;
+/// elsewhere the system's idle time).
+fn set_tcp_keepalive(stream: &TcpStream, idle: Duration) -> std::io::Result<()> {
+    use std::os::fd::AsRawFd;
+    let fd = stream.as_raw_fd();
+    let set = |level, name, value: libc::c_int| {
+        // SAFETY: a valid socket fd (owned by `stream`) and a c_int option value.
+        let r = unsafe {
+            libc::setsockopt(
+                fd,
+                level,
+                name,
+                (&value as *const libc::c_int).cast(),
+                std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+            )
+        };
+        if r == 0 { Ok(()) } else { Err(std::io::Error::last_os_error()) }
+    };
+    set(libc::SOL_SOCKET, libc::SO_KEEPALIVE, 1)?;
+    #[cfg(target_os = "linux")]
+    set(libc::IPPROTO_TCP, libc::TCP_KEEPIDLE, idle.as_secs().clamp(1, i32::MAX as u64) as libc::c_int)?;
+    #[cfg(not(target_os = "linux"))]
+    let _ = idle;
+    Ok(())
 }
 
 async fn serve_h2<I>(
@@ -632,5 +672,33 @@ where
             }
             _ = &mut age_grace => return,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sockopt(fd: std::os::fd::RawFd, level: libc::c_int, name: libc::c_int) -> libc::c_int {
+        let mut v: libc::c_int = 0;
+        let mut len = std::mem::size_of::<libc::c_int>() as libc::socklen_t;
+        // SAFETY: valid fd, buffer and length of a c_int.
+        let r = unsafe { libc::getsockopt(fd, level, name, (&mut v as *mut libc::c_int).cast(), &mut len) };
+        assert_eq!(r, 0, "getsockopt: {}", std::io::Error::last_os_error());
+        v
+    }
+
+    #[tokio::test]
+    async fn tcp_keepalive_is_set_on_accepted_sockets() {
+        use std::os::fd::AsRawFd;
+        let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let _c = tokio::net::TcpStream::connect(l.local_addr().unwrap()).await.unwrap();
+        let (s, _) = l.accept().await.unwrap();
+        assert_eq!(sockopt(s.as_raw_fd(), libc::SOL_SOCKET, libc::SO_KEEPALIVE), 0);
+        set_tcp_keepalive(&s, Duration::from_secs(7200)).unwrap();
+        assert_eq!(sockopt(s.as_raw_fd(), libc::SOL_SOCKET, libc::SO_KEEPALIVE), 1);
+        #[cfg(target_os = "linux")]
+        assert_eq!(sockopt(s.as_raw_fd(), libc::IPPROTO_TCP, libc::TCP_KEEPIDLE), 7200);
+        assert_eq!(Http2Config::default().tcp_keepalive, Some(Duration::from_secs(7200)));
     }
 }
