@@ -134,3 +134,100 @@ fn bad_files_are_refused_with_the_path() {
     let e = ServerTls::new(ServerTlsConfig::new(cert(&s), key(&s), key(&s))).unwrap_err();
     assert!(e.to_string().contains("invalid CA file"), "{e}");
 }
+
+/// A client that presents `chain` but signs its CertificateVerify with `key`.
+#[derive(Debug)]
+struct StolenCert(std::sync::Arc<rustls::sign::CertifiedKey>);
+
+impl rustls::client::ResolvesClientCert for StolenCert {
+    fn resolve(&self, _hints: &[&[u8]], _schemes: &[rustls::SignatureScheme]) -> Option<std::sync::Arc<rustls::sign::CertifiedKey>> {
+        Some(self.0.clone())
+    }
+    fn has_certs(&self) -> bool {
+        true
+    }
+}
+
+fn pem_certs(p: &std::path::Path) -> Vec<rustls::pki_types::CertificateDer<'static>> {
+    use rustls::pki_types::pem::PemObject;
+    rustls::pki_types::CertificateDer::pem_file_iter(p).unwrap().map(|c| c.unwrap()).collect()
+}
+
+/// Full TLS 1.3 handshake with a raw rustls client presenting `chain` and
+/// signing with `key_dir`'s key; Ok when the server then talks HTTP/2 to it.
+async fn raw_handshake(addr: &str, pki: &Pki, chain: &std::path::Path, key_dir: &std::path::Path) -> std::io::Result<()> {
+    use rustls::pki_types::pem::PemObject;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let provider = std::sync::Arc::new(courier_core::tls::provider(courier_core::tls::KeyExchange::Classical));
+    let key = rustls::pki_types::PrivateKeyDer::from_pem_file(key(key_dir)).unwrap();
+    let signer = provider.key_provider.load_private_key(key).unwrap();
+    let ck = std::sync::Arc::new(rustls::sign::CertifiedKey::new(pem_certs(&cert(chain)), signer));
+    let mut roots = rustls::RootCertStore::empty();
+    for c in pem_certs(&pki.ca()) {
+        roots.add(c).unwrap();
+    }
+    let mut cc = rustls::ClientConfig::builder_with_provider(provider)
+        .with_protocol_versions(&[&rustls::version::TLS13])
+        .unwrap()
+        .with_root_certificates(roots)
+        .with_client_cert_resolver(std::sync::Arc::new(StolenCert(ck)));
+    cc.alpn_protocols = vec![b"h2".to_vec()];
+    let tcp = tokio::net::TcpStream::connect(addr).await?;
+    let name = rustls::pki_types::ServerName::try_from("localhost").unwrap();
+    let mut s = tokio_rustls::TlsConnector::from(std::sync::Arc::new(cc)).connect(name, tcp).await?;
+    s.write_all(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n\x00\x00\x00\x04\x00\x00\x00\x00\x00").await?;
+    // The server judges our certificate after our Finished: its SETTINGS, or an alert.
+    let mut buf = [0u8; 64];
+    match tokio::time::timeout(Duration::from_secs(5), s.read(&mut buf)).await {
+        Ok(Ok(0)) => Err(std::io::Error::other("closed")),
+        Ok(Ok(_)) => Ok(()),
+        Ok(Err(e)) => Err(e),
+        Err(_) => Err(std::io::Error::other("no answer")),
+    }
+}
+
+#[tokio::test]
+async fn verified_chain_cache_skips_only_what_it_may() {
+    use courier_core::tls::ErrorReason;
+    let pki = Pki::new(TD);
+    let other = Pki::new(TD);
+    let s = pki.issue("server", "spiffe://example.org/cache-server");
+    let c = pki.issue("client", "spiffe://example.org/cache-client");
+    let thief = pki.issue("thief", "spiffe://example.org/cache-thief");
+    let b = other.issue("b-client", "spiffe://example.org/cache-client");
+    // The server's CA file is a copy, so it can rotate without touching the client's.
+    let server_ca = pki.dir.path().join("server-ca.pem");
+    std::fs::copy(pki.ca(), &server_ca).unwrap();
+    let mut cfg = server_tls_config(&pki, &s);
+    cfg.ca = server_ca.clone();
+    let tls = ServerTls::new(cfg).unwrap();
+    let (_server, addr) = start_server(tls.clone());
+
+    // Two channels, two full handshakes with the same chain: the second hits.
+    let before = tls_stats();
+    raw_handshake(&addr, &pki, &c, &c).await.unwrap();
+    raw_handshake(&addr, &pki, &c, &c).await.unwrap();
+    let after = tls_stats();
+    assert!(after.chain_cache_hits > before.chain_cache_hits, "{after:?}");
+
+    // The cached chain with another key: CertificateVerify is still checked.
+    let bad_before = tls_stats().errors_of(Side::Server, ErrorReason::BadCertificate);
+    assert!(raw_handshake(&addr, &pki, &c, &thief).await.is_err());
+    eventually("the forged CertificateVerify is counted", || {
+        tls_stats().errors_of(Side::Server, ErrorReason::BadCertificate) > bad_before
+    })
+    .await;
+
+    // A certificate of another CA (same SPIFFE ID) never passes.
+    let unknown_before = tls_stats().errors_of(Side::Server, ErrorReason::UnknownCa);
+    assert!(raw_handshake(&addr, &pki, &b, &b).await.is_err());
+    eventually("the other CA's client is refused", || tls_stats().errors_of(Side::Server, ErrorReason::UnknownCa) > unknown_before).await;
+
+    // CA rotation: the chain verified under the old CA is refused afterwards.
+    std::fs::copy(other.ca(), &server_ca).unwrap();
+    tls.reload().unwrap();
+    let unknown_before = tls_stats().errors_of(Side::Server, ErrorReason::UnknownCa);
+    assert!(raw_handshake(&addr, &pki, &c, &c).await.is_err(), "a chain cached under the old CA must not pass");
+    eventually("the old CA's client is refused", || tls_stats().errors_of(Side::Server, ErrorReason::UnknownCa) > unknown_before).await;
+    raw_handshake(&addr, &pki, &b, &b).await.unwrap();
+}

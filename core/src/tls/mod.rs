@@ -17,6 +17,7 @@
 //! The figures behind the provider, key-exchange groups and ticket count are
 //! in `bench/tls/README.md`.
 
+mod chain_cache;
 mod client;
 pub mod devca;
 mod identity;

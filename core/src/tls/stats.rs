@@ -120,6 +120,8 @@ struct Registry {
     reloads_ok: AtomicU64,
     reloads_failed: AtomicU64,
     last_reload_error: Mutex<String>,
+    chain_cache_hits: AtomicU64,
+    chain_cache_misses: AtomicU64,
 }
 
 static REGISTRY: LazyLock<Registry> = LazyLock::new(|| Registry {
@@ -128,7 +130,15 @@ static REGISTRY: LazyLock<Registry> = LazyLock::new(|| Registry {
     reloads_ok: AtomicU64::new(0),
     reloads_failed: AtomicU64::new(0),
     last_reload_error: Mutex::new(String::new()),
+    chain_cache_hits: AtomicU64::new(0),
+    chain_cache_misses: AtomicU64::new(0),
 });
+
+/// A client chain found verified in the cache (`hit`) or verified in full.
+pub(crate) fn count_chain_cache(hit: bool) {
+    let c = if hit { &REGISTRY.chain_cache_hits } else { &REGISTRY.chain_cache_misses };
+    c.fetch_add(1, Ordering::Relaxed);
+}
 
 pub(crate) fn count_handshake(side: Side, peer: Option<&Identity>, resumed: bool) {
     let label = peer.map_or(UNAUTHENTICATED, |p| p.spiffe_id.as_str());
@@ -191,6 +201,10 @@ pub struct TlsStats {
     pub reloads_ok: u64,
     pub reloads_failed: u64,
     pub last_reload_error: String,
+    /// Client certificate chains found already verified (server side; see
+    /// `ServerTlsConfig::verified_chain_cache`), and verified in full.
+    pub chain_cache_hits: u64,
+    pub chain_cache_misses: u64,
 }
 
 impl TlsStats {
@@ -238,5 +252,7 @@ pub fn tls_stats() -> TlsStats {
         reloads_ok: reg.reloads_ok.load(Ordering::Relaxed),
         reloads_failed: reg.reloads_failed.load(Ordering::Relaxed),
         last_reload_error: reg.last_reload_error.lock().unwrap_or_else(|e| e.into_inner()).clone(),
+        chain_cache_hits: reg.chain_cache_hits.load(Ordering::Relaxed),
+        chain_cache_misses: reg.chain_cache_misses.load(Ordering::Relaxed),
     }
 }

@@ -12,6 +12,7 @@ use rustls::server::danger::{ClientCertVerified, ClientCertVerifier};
 use rustls::server::ParsedCertificate;
 use rustls::{CertificateError, DigitallySignedStruct, DistinguishedName, Error, OtherError, RootCertStore, SignatureScheme};
 
+use super::chain_cache::{Lookup, VerifiedChains};
 use super::identity::{identity_of_cert, ExpectedIdentity, IdentityCache, IdentityError};
 
 fn identity_error(e: IdentityError) -> Error {
@@ -19,11 +20,15 @@ fn identity_error(e: IdentityError) -> Error {
 }
 
 /// rustls' webpki client verifier, plus: the client certificate must carry a
-/// valid SPIFFE ID.
+/// valid SPIFFE ID. Chains that passed both are remembered (bounded, inside
+/// their validity, per CA: see `chain_cache`), so a client that presents the
+/// same chain again skips the CA signature check; its CertificateVerify
+/// signature is still checked on every handshake.
 #[derive(Debug)]
 pub(crate) struct SpiffeClientVerifier {
     pub(crate) inner: Arc<dyn ClientCertVerifier>,
     pub(crate) identities: Arc<IdentityCache>,
+    pub(crate) verified: VerifiedChains,
 }
 
 impl ClientCertVerifier for SpiffeClientVerifier {
@@ -42,8 +47,15 @@ impl ClientCertVerifier for SpiffeClientVerifier {
         intermediates: &[CertificateDer<'_>],
         now: UnixTime,
     ) -> Result<ClientCertVerified, Error> {
+        let key = match self.verified.check(end_entity, intermediates, now) {
+            Lookup::Hit => return Ok(ClientCertVerified::assertion()),
+            Lookup::Miss(key) => key,
+        };
         let ok = self.inner.verify_client_cert(end_entity, intermediates, now)?;
         self.identities.identity(end_entity).map_err(identity_error)?;
+        if let Some(key) = key {
+            self.verified.insert(key, end_entity, intermediates, now);
+        }
         Ok(ok)
     }
     fn verify_tls12_signature(
