@@ -7,7 +7,7 @@ bench/results/chart.svg (bench/README.md says what runs and how long).
 
 Env knobs (defaults fit the 20-minute budget on a 2-core machine):
   ROUNDS=3 WARMUP=1 UNARY_SECS=2 SIZE_SECS=2 RATE=1000 RATE_SECS=3 TLS_SECS=2
-  STORM_CLIENTS=1000 HS_SECS=1 SCALE_SECS=2 BDP_SECS=20 BDP_DELAY_MS=50 BDP_RATE=
+  STORM_CLIENTS=1000 HS_SECS=1 SCALE_SECS=2 BDP_SECS=20 BDP_DELAY_MS=50 BDP_RATE= BDP_RELAY_MBIT=400
   SERVER_CPU=0 CLIENT_CPU=1  QUICK=1 (1 round, 1 s everything: proves it works)
   CACHE (~/.cache/courier), BENCH_VENV ($CACHE/bench-venv), OUT (bench/results)
 """
@@ -20,6 +20,8 @@ import os
 import platform
 import re
 import shutil
+import socket
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -60,7 +62,10 @@ HS_SECS = knob("HS_SECS", 1)
 SCALE_SECS = knob("SCALE_SECS", 2)
 BDP_SECS = int(os.environ.get("BDP_SECS", "4" if QUICK else "20"))
 BDP_DELAY_MS = int(os.environ.get("BDP_DELAY_MS", "50"))
-BDP_RATE = os.environ.get("BDP_RATE", "")
+BDP_RATE = os.environ.get("BDP_RATE", "")  # netem's `rate` (e.g. 1gbit); none by default
+# Without netem: the link rate of the user-space relay (bench/src/bin/delay-link.rs), one
+# the 2-core machine carries with server, client and relay on it (iperf3 measured 800 through it).
+BDP_RELAY_MBIT = float(os.environ.get("BDP_RELAY_MBIT", "400"))
 SERVER_CPU = os.environ.get("SERVER_CPU", "0")
 CLIENT_CPU = os.environ.get("CLIENT_CPU", "1")
 
@@ -127,7 +132,7 @@ def build_rust(blog: Path) -> None:
         "--features", "courier-bench-tls/ring"], log=blog)
     # Copied at once: the target dir is shared with other checkouts' builds.
     rel = Path(os.environ["CARGO_TARGET_DIR"]) / "release"
-    for b in ["courier-echo", "h2-echo", "tonic-echo", "courier-load", "courier-bench", "courier-bench-tls"]:
+    for b in ["courier-echo", "h2-echo", "tonic-echo", "courier-load", "courier-bench", "courier-bench-tls", "delay-link"]:
         shutil.copy2(rel / b, BIN / b)
 
 
@@ -328,15 +333,16 @@ class Bench:
             self.run.add(section="handshakes", server="courier", load=r["case"], round=r["round"] + 1,
                          hs_per_cpu_s=n / r["server_cpu_s"] if r["server_cpu_s"] else 0.0, **extra)
 
-    # -- one connection over a high bandwidth-delay link (two netns, veth, netem)
+    # -- one connection over a high bandwidth-delay link (two netns, veth, netem; else a user-space relay)
     def bdp(self) -> None:
-        for tool in ("ip", "tc", "iperf3"):
-            if not shutil.which(tool):
-                self.run.skip("bdp", f"{tool} not installed")
-                return
-        if os.geteuid() != 0:
-            self.run.skip("bdp", "needs root for network namespaces")
+        if not shutil.which("iperf3"):
+            self.run.skip("bdp", "iperf3 not installed")
             return
+        for tool in ("ip", "tc"):
+            if not shutil.which(tool):
+                return self.bdp_relay(f"{tool} not installed")
+        if os.geteuid() != 0:
+            return self.bdp_relay("network namespaces need root")
         srv_ns, cli_ns = f"cbench-s{os.getpid()}", f"cbench-c{os.getpid()}"
         va, vb = f"cbs{os.getpid() % 100000}", f"cbc{os.getpid() % 100000}"
         netem = ["netem", "delay", f"{BDP_DELAY_MS}ms", "limit", "1000000"] + (["rate", BDP_RATE] if BDP_RATE else [])
@@ -349,7 +355,7 @@ class Bench:
                  ["ip", "-n", srv_ns, "link", "set", "lo", "up"], ["ip", "-n", cli_ns, "link", "set", "lo", "up"],
                  # The delay on the server's side of the link (the direction the data flows).
                  ["tc", "-n", srv_ns, "qdisc", "add", "dev", va, "root", *netem]]
-        self.run.meta["bdp"] = {"delay_ms": BDP_DELAY_MS, "rate": BDP_RATE or "none",
+        self.run.meta["bdp"] = {"mode": "netem", "delay_ms": BDP_DELAY_MS, "rate": BDP_RATE or "none",
                                 "secs": BDP_SECS, "netem": " ".join(netem),
                                 "tcp_rmem": Path("/proc/sys/net/ipv4/tcp_rmem").read_text().split(),
                                 "tcp_wmem": Path("/proc/sys/net/ipv4/tcp_wmem").read_text().split()}
@@ -359,11 +365,11 @@ class Bench:
                 if p.returncode != 0 and c[0] == "tc":
                     cfg = subprocess.run("zcat /proc/config.gz 2>/dev/null | grep NET_SCH_NETEM", shell=True,
                                          capture_output=True, text=True).stdout.strip()
-                    self.run.skip("bdp", f"`tc qdisc add ... netem` failed ({p.stderr.strip()}): this kernel "
-                                  f"({platform.release()}) has no netem qdisc" + (f" (`{cfg}` in /proc/config.gz)" if cfg else "")
-                                  + "; without a delay on the link there is no bandwidth-delay product to test. "
-                                  "The section runs where netem exists (iperf3, then Courier adaptive and fixed 64 KiB windows).")
-                    return
+                    for ns in (srv_ns, cli_ns):
+                        subprocess.run(["ip", "netns", "del", ns], stderr=subprocess.DEVNULL)
+                    return self.bdp_relay(f"`tc qdisc add ... netem` failed ({p.stderr.strip()}): this kernel "
+                                          f"({platform.release()}) has no netem qdisc"
+                                          + (f" (`{cfg}` in /proc/config.gz)" if cfg else ""))
                 if p.returncode != 0:
                     raise RuntimeError(f"{' '.join(c)}: {p.stderr.strip()}")
             ping = subprocess.run(["ip", "netns", "exec", cli_ns, "ping", "-c", "2", "-i", "0.2", "10.77.0.1"],
@@ -377,31 +383,111 @@ class Bench:
             out = subprocess.run(["ip", "netns", "exec", cli_ns, "taskset", "-c", CLIENT_CPU, "iperf3", "-c", "10.77.0.1",
                                   "-R", "-t", str(BDP_SECS), "-J"], capture_output=True, text=True, timeout=BDP_SECS + 60).stdout
             ip_srv.wait(timeout=10)
-            (self.raw / "bdp.iperf3.json").write_text(out)
-            j = json.loads(out)
-            ivals = [iv["sum"]["bytes"] for iv in j.get("intervals", [])]
-            half = ivals[len(ivals) // 2:]
-            self.run.add(section="bdp", server="iperf3", load="tcp", round=1,
-                         mbps=j["end"]["sum_received"]["bytes"] / j["end"]["sum_received"]["seconds"] / 1e6,
-                         second_half_mbps=sum(half) / max(1, len(half)) / 1e6, per_sec=ivals)
+            self.bdp_iperf3(out)
             for window in ("adaptive", "65535"):
-                spec = S.BY_ID["courier"]
                 argv = ["ip", "netns", "exec", srv_ns, str(BIN / "courier-echo"), "--port", "0", "--bind", "10.77.0.1",
                         "--workers", "1"] + (["--adaptive-window"] if window == "adaptive" else [])
                 with H.Server(f"bdp-{window}", argv, self.raw / f"bdp.{window}.server.log", cpus=SERVER_CPU) as srv:
                     out = subprocess.run(["ip", "netns", "exec", cli_ns, "taskset", "-c", CLIENT_CPU,
                                           str(BIN / "courier-bench"), "stream", f"10.77.0.1:{srv.port}", str(BDP_SECS),
                                           "65536", window], capture_output=True, text=True, timeout=BDP_SECS + 60)
-                    (self.raw / f"bdp.{window}.txt").write_text(out.stdout + out.stderr)
-                    r = json.loads(out.stdout.strip().splitlines()[-1])
-                    self.run.add(section="bdp", server=spec.id, load=f"window-{window}", round=1, **r)
-                H.log(f"   bdp {window}: {r['mbps']:.1f} MB/s")
+                    self.bdp_stream(window, out)
         except Exception as e:
             H.log(f"   bdp FAILED: {e}")
             self.run.add(section="bdp", server="courier", load="error", round=1, error=str(e)[:500])
         finally:
             for ns in (srv_ns, cli_ns):
                 subprocess.run(["ip", "netns", "del", ns], stderr=subprocess.DEVNULL)
+
+    def bdp_iperf3(self, out: str) -> None:
+        (self.raw / "bdp.iperf3.json").write_text(out)
+        j = json.loads(out)
+        ivals = [iv["sum"]["bytes"] for iv in j.get("intervals", [])]
+        half = ivals[len(ivals) // 2:]
+        r = {"mbps": j["end"]["sum_received"]["bytes"] / j["end"]["sum_received"]["seconds"] / 1e6,
+             "second_half_mbps": sum(half) / max(1, len(half)) / 1e6, "per_sec": ivals}
+        self.run.add(section="bdp", server="iperf3", load="tcp", round=1, **r)
+        H.log(f"   bdp iperf3: {r['mbps']:.1f} MB/s")
+
+    def bdp_stream(self, window: str, out: "subprocess.CompletedProcess[str]") -> None:
+        (self.raw / f"bdp.{window}.txt").write_text(out.stdout + out.stderr)
+        r = json.loads(out.stdout.strip().splitlines()[-1])
+        self.run.add(section="bdp", server="courier", load=f"window-{window}", round=1, **r)
+        H.log(f"   bdp {window}: {r['mbps']:.1f} MB/s")
+
+    def bdp_relay(self, why: str) -> None:
+        """No netem: the same three transfers through delay-link, a user-space relay that delays
+        each direction by BDP_DELAY_MS and drains it at BDP_RELAY_MBIT (bench/src/bin/delay-link.rs).
+        Each transfer gets its own relay in front of its server; the relay is not pinned."""
+        H.log(f"   bdp: {why}; user-space relay instead")
+        buffer = int(2 * BDP_RELAY_MBIT * 1e6 / 8 * BDP_DELAY_MS / 1e3)
+        self.run.meta["bdp"] = {
+            "mode": f"user-space relay: delay {BDP_DELAY_MS} ms one way, rate {BDP_RELAY_MBIT:g} Mbit/s, "
+                    f"buffer {buffer} bytes per direction", "netem_unavailable": why,
+            "delay_ms": BDP_DELAY_MS, "rate": f"{BDP_RELAY_MBIT:g} Mbit/s", "relay_buffer_bytes": buffer,
+            "secs": BDP_SECS, "tcp_rmem": Path("/proc/sys/net/ipv4/tcp_rmem").read_text().split(),
+            "tcp_wmem": Path("/proc/sys/net/ipv4/tcp_wmem").read_text().split(),
+            "loadavg_before": Path("/proc/loadavg").read_text().split()[:3]}
+        relay_cpu: Dict[str, float] = {}
+
+        def relay(to_port: int, tag: str) -> H.Server:
+            return H.Server(f"delay-link-{tag}", [str(BIN / "delay-link"), "--port", "0", "--to", f"127.0.0.1:{to_port}",
+                                                  "--delay-ms", str(BDP_DELAY_MS), "--rate-mbit", f"{BDP_RELAY_MBIT:g}"],
+                            self.raw / f"bdp.{tag}.relay.log")
+        try:
+            # The round trip through the relay, measured with a TCP ping-pong (1 byte each way).
+            with socket.socket() as ls:
+                ls.bind(("127.0.0.1", 0))
+                ls.listen(1)
+                with relay(ls.getsockname()[1], "ping") as rl, socket.create_connection(("127.0.0.1", rl.port)) as c:
+                    c.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+                    s, _ = ls.accept()
+                    with s:
+                        s.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+                        rtts = []
+                        for _ in range(5):
+                            t0 = time.monotonic()
+                            c.sendall(b"x")
+                            s.sendall(s.recv(1))
+                            c.recv(1)
+                            rtts.append((time.monotonic() - t0) * 1e3)
+            self.run.meta["bdp"]["ping_rtt_ms"] = round(statistics.median(rtts), 1)
+            # iperf3: one plain TCP stream, server -> client (as the gRPC stream flows); its control
+            # connection goes through the relay too.
+            with socket.socket() as fs:
+                fs.bind(("127.0.0.1", 0))
+                ip_port = fs.getsockname()[1]
+            ip_srv = subprocess.Popen(["taskset", "-c", SERVER_CPU, "iperf3", "-s", "-1", "-B", "127.0.0.1", "-p",
+                                       str(ip_port)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+            try:
+                time.sleep(0.5)
+                with relay(ip_port, "iperf3") as rl:
+                    out = subprocess.run(["taskset", "-c", CLIENT_CPU, "iperf3", "-c", "127.0.0.1", "-p", str(rl.port),
+                                          "-R", "-t", str(BDP_SECS), "-J"], capture_output=True, text=True,
+                                         timeout=BDP_SECS + 60).stdout
+                    relay_cpu["iperf3"] = round(rl.cpu(), 2)
+                ip_srv.wait(timeout=10)
+            finally:
+                if ip_srv.poll() is None:
+                    ip_srv.kill()
+                    ip_srv.wait()
+            self.bdp_iperf3(out)
+            for window in ("adaptive", "65535"):
+                argv = [str(BIN / "courier-echo"), "--port", "0", "--workers", "1"] + \
+                    (["--adaptive-window"] if window == "adaptive" else [])
+                with H.Server(f"bdp-{window}", argv, self.raw / f"bdp.{window}.server.log", cpus=SERVER_CPU) as srv, \
+                        relay(srv.port, window) as rl:
+                    out = subprocess.run(["taskset", "-c", CLIENT_CPU, str(BIN / "courier-bench"), "stream",
+                                          f"127.0.0.1:{rl.port}", str(BDP_SECS), "65536", window],
+                                         capture_output=True, text=True, timeout=BDP_SECS + 60)
+                    relay_cpu[window] = round(rl.cpu(), 2)
+                    self.bdp_stream(window, out)
+        except Exception as e:
+            H.log(f"   bdp FAILED: {e}")
+            self.run.add(section="bdp", server="courier", load="error", round=1, error=str(e)[:500])
+        self.run.meta["bdp"]["relay_cpu_s"] = relay_cpu
+        self.run.meta["bdp"]["loadavg_after"] = Path("/proc/loadavg").read_text().split()[:3]
+        self.run.save()
 
     # -- the core's AES-128-GCM speed: the physical ceiling of mTLS bulk throughput
     def aes(self) -> None:
@@ -470,7 +556,8 @@ def machine(run: Run) -> None:
     run.meta["knobs"] = {k: v for k, v in {
         "ROUNDS": ROUNDS, "WARMUP": WARMUP, "UNARY_SECS": UNARY_SECS, "SIZE_SECS": SIZE_SECS, "RATE": RATE,
         "RATE_SECS": RATE_SECS, "TLS_SECS": TLS_SECS, "STORM_CLIENTS": STORM_CLIENTS, "HS_SECS": HS_SECS,
-        "SCALE_SECS": SCALE_SECS, "BDP_SECS": BDP_SECS, "BDP_DELAY_MS": BDP_DELAY_MS, "QUICK": QUICK}.items()}
+        "SCALE_SECS": SCALE_SECS, "BDP_SECS": BDP_SECS, "BDP_DELAY_MS": BDP_DELAY_MS, "BDP_RELAY_MBIT": BDP_RELAY_MBIT,
+        "QUICK": QUICK}.items()}
 
 
 def main() -> int:

@@ -44,6 +44,10 @@ fn main() {
     let mut config = ServerConfig { workers, tls, limits_path: arg_value("--limits").map(PathBuf::from), ..ServerConfig::default() };
     if has_flag("--adaptive-window") {
         config.http2.adaptive_window = true;
+        // core's serve_h2 sets the fixed windows after `adaptive_window`, and hyper's
+        // `initial_*_window_size(Some(_))` turns adaptive windows off again: clear them.
+        config.http2.initial_stream_window_size = None;
+        config.http2.initial_connection_window_size = None;
     }
     if let Some(k) = arg_value("--keepalive") {
         config.http2.keepalive_interval = match k.as_str() {
