@@ -1,13 +1,18 @@
 //! TLS benchmark processes, driven by `bench/tls/run.py` (which pins them to
 //! cores and measures the server's CPU time from /proc).
 //!
-//!   pki --out DIR                     dev CA, ECDSA and RSA server identities, a client
-//!   hs-server --pki DIR --mode M --cert ecdsa|rsa [--tickets N] [--no-client-auth]
+//!   pki --out DIR                     an ECDSA P-256 dev CA with ECDSA and RSA server
+//!                                     identities and an ECDSA client; an RSA 2048 CA
+//!                                     with an RSA server and an RSA client
+//!   hs-server --pki DIR --mode M --cert ecdsa|rsa [--ca ecdsa|rsa] [--tickets N]
+//!             [--no-client-auth] [--chain-cache N] [--kx hybrid|x25519]
 //!        M = courier: Courier's ServerTls (policy, SPIFFE checks, counters)
 //!            rustls-aws / rustls-ring: the same policy built on each provider,
 //!            plain webpki client verification (the provider comparison)
 //!   hs-client --addr A --pki DIR --version 12|13 --resume none|ticket|session-id
-//!             --kx hybrid|x25519 [--no-cert] [--conns 8] [--secs 5] [--warmup 1]
+//!             --kx hybrid|x25519 [--ca ecdsa|rsa] [--no-cert] [--conns 8] [--secs 5] [--warmup 1]
+//!        --ca rsa: trust the RSA CA and present the RSA client certificate
+//!        (the all-RSA deployment); default: the ECDSA CA and ECDSA client
 //!   rpc-server --pki DIR [--tls]      Courier server, Rust unary echo, one I/O thread
 //!   rpc-client --addr A --pki DIR [--tls] [--conns 4] [--concurrency 32] [--secs 5]
 //!
@@ -91,6 +96,17 @@ fn pki(out: &Path) {
         r.rsa = rsa;
         devca::issue(&ca, &r, &out.join(dir)).unwrap();
     }
+    // The all-RSA deployment: RSA CA, RSA server, RSA client.
+    let ca_rsa = out.join("ca-rsa");
+    if !ca_rsa.join(devca::CA_KEY).exists() {
+        devca::init_ca_with_key("bench.example", &ca_rsa, 30, true).unwrap();
+    }
+    for (dir, id) in [("rsaca-server-rsa", "spiffe://bench.example/server"), ("rsaca-client", "spiffe://bench.example/client")] {
+        let mut r = IssueRequest::new(id);
+        r.dns = vec!["localhost".into()];
+        r.rsa = true;
+        devca::issue(&ca_rsa, &r, &out.join(dir)).unwrap();
+    }
     println!("pki in {}", out.display());
 }
 
@@ -102,9 +118,22 @@ fn key(p: &Path) -> PrivateKeyDer<'static> {
     PrivateKeyDer::from_pem_file(p).unwrap()
 }
 
+/// The CA file of a `--ca` choice.
+fn ca_file(pki: &Path, a: &Args) -> PathBuf {
+    match arg(a, "ca", "ecdsa") {
+        "ecdsa" => pki.join("ca/ca.pem"),
+        "rsa" => pki.join("ca-rsa/ca.pem"),
+        other => panic!("unknown ca {other}"),
+    }
+}
+
 fn roots(pki: &Path) -> Arc<rustls::RootCertStore> {
+    roots_of(&pki.join("ca/ca.pem"))
+}
+
+fn roots_of(ca: &Path) -> Arc<rustls::RootCertStore> {
     let mut r = rustls::RootCertStore::empty();
-    for c in certs(&pki.join("ca/ca.pem")) {
+    for c in certs(ca) {
         r.add(c).unwrap();
     }
     Arc::new(r)
@@ -156,7 +185,8 @@ fn ticketer(sc: &mut Arc<rustls::ServerConfig>, t: Arc<dyn rustls::server::Produ
 
 async fn hs_server(a: &Args) {
     let pki = PathBuf::from(arg(a, "pki", "pki"));
-    let cert_dir = format!("server-{}", arg(a, "cert", "ecdsa"));
+    let rsa_ca = arg(a, "ca", "ecdsa") == "rsa";
+    let cert_dir = format!("{}server-{}", if rsa_ca { "rsaca-" } else { "" }, arg(a, "cert", "ecdsa"));
     let tickets: usize = num(a, "tickets", 1);
     let mode = arg(a, "mode", "courier");
     let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -168,10 +198,18 @@ async fn hs_server(a: &Args) {
     let acc = Arc::new(match mode {
         "courier" => {
             let d = pki.join(&cert_dir);
-            let mut c = ServerTlsConfig::new(d.join("cert.pem"), d.join("key.pem"), pki.join("ca/ca.pem"));
+            let mut c = ServerTlsConfig::new(d.join("cert.pem"), d.join("key.pem"), ca_file(&pki, a));
             c.tls13_tickets = tickets;
             c.reload_interval = None;
             c.require_client_cert = !a.contains_key("no-client-auth");
+            c.verified_chain_cache = num(a, "chain-cache", c.verified_chain_cache);
+            if let Some(kx) = a.get("kx") {
+                c.key_exchange = match kx.as_str() {
+                    "hybrid" => tls::KeyExchange::Hybrid,
+                    "x25519" => tls::KeyExchange::Classical,
+                    other => panic!("unknown kx {other}"),
+                };
+            }
             Acc::Courier(ServerTls::new(c).unwrap())
         }
         "rustls-aws" => {
@@ -226,11 +264,12 @@ fn client_config(a: &Args, pki: &Path) -> Arc<rustls::ClientConfig> {
     let b = rustls::ClientConfig::builder_with_provider(Arc::new(provider))
         .with_protocol_versions(&[version])
         .unwrap()
-        .with_root_certificates(roots(pki));
+        .with_root_certificates(roots_of(&ca_file(pki, a)));
+    let client_dir = pki.join(if arg(a, "ca", "ecdsa") == "rsa" { "rsaca-client" } else { "client" });
     let mut cc = if a.contains_key("no-cert") {
         b.with_no_client_auth()
     } else {
-        b.with_client_auth_cert(certs(&pki.join("client/cert.pem")), key(&pki.join("client/key.pem"))).unwrap()
+        b.with_client_auth_cert(certs(&client_dir.join("cert.pem")), key(&client_dir.join("key.pem"))).unwrap()
     };
     cc.alpn_protocols = vec![b"h2".to_vec()];
     let store = Arc::new(rustls::client::ClientSessionMemoryCache::new(1024));

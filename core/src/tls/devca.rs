@@ -65,8 +65,14 @@ fn ia5(s: &str) -> Result<rcgen::string::Ia5String, TlsError> {
 }
 
 /// Creates a CA for `trust_domain` in `out` (ca.pem, ca.key); valid `days`.
-/// Refuses to overwrite an existing CA key.
+/// Refuses to overwrite an existing CA key. ECDSA P-256.
 pub fn init_ca(trust_domain: &str, out: &Path, days: u32) -> Result<Written, TlsError> {
+    init_ca_with_key(trust_domain, out, days, false)
+}
+
+/// [`init_ca`] with an RSA 2048 CA key when `rsa` (benchmarks of an all-RSA
+/// deployment, tests).
+pub fn init_ca_with_key(trust_domain: &str, out: &Path, days: u32, rsa: bool) -> Result<Written, TlsError> {
     let td = trust_domain.strip_prefix("spiffe://").unwrap_or(trust_domain);
     match format!("spiffe://{td}").parse::<ExpectedIdentity>() {
         Ok(ExpectedIdentity::TrustDomain(_)) => {}
@@ -80,7 +86,7 @@ pub fn init_ca(trust_domain: &str, out: &Path, days: u32) -> Result<Written, Tls
     if key_path.exists() {
         return Err(TlsError::Config(format!("{} exists: refusing to overwrite a CA key", key_path.display())));
     }
-    let key = new_key(false)?;
+    let key = new_key(rsa)?;
     let mut p = CertificateParams::default();
     let mut dn = DistinguishedName::new();
     dn.push(DnType::OrganizationName, "Courier dev CA");

@@ -159,7 +159,8 @@ impl ServerTls {
     /// The server handshake, bounded by the handshake timeout. `None` when it
     /// failed: the reason is logged and counted, and the socket is closed.
     pub async fn accept(&self, tcp: TcpStream) -> Option<(TlsStream<TcpStream>, Option<Arc<Identity>>)> {
-        let peer_addr = tcp.peer_addr().map(|a| a.to_string()).unwrap_or_else(|_| "?".into());
+        // Formatted only if the handshake fails.
+        let peer_addr = PeerAddr(tcp.peer_addr().ok());
         let acceptor = tokio_rustls::TlsAcceptor::from(self.0.current.load_full());
         let timeout = self.0.cfg.handshake_timeout;
         let stream = match tokio::time::timeout(timeout, acceptor.accept(tcp)).await {
@@ -193,6 +194,17 @@ impl ServerTls {
         };
         count_handshake(Side::Server, peer.as_deref(), conn.handshake_kind() == Some(HandshakeKind::Resumed));
         Some((stream, peer))
+    }
+}
+
+struct PeerAddr(Option<std::net::SocketAddr>);
+
+impl std::fmt::Display for PeerAddr {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self.0 {
+            Some(a) => a.fmt(f),
+            None => f.write_str("?"),
+        }
     }
 }
 
