@@ -364,3 +364,33 @@ async fn shutdown_grace_expiry_cancels_running_calls() {
 fn init_logs() {
     let _ = tracing_subscriber::fmt().with_env_filter(tracing_subscriber::EnvFilter::from_default_env()).with_test_writer().try_init();
 }
+
+/// The server's first SETTINGS frame, as (id, value) pairs, read off a raw socket.
+async fn server_settings(addr: &str) -> Vec<(u16, u32)> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
+    tcp.write_all(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n\0\0\0\x04\0\0\0\0\0").await.unwrap();
+    let mut head = [0u8; 9];
+    tcp.read_exact(&mut head).await.unwrap();
+    assert_eq!(head[3], 4, "first frame is SETTINGS");
+    let len = u32::from_be_bytes([0, head[0], head[1], head[2]]) as usize;
+    let mut body = vec![0u8; len];
+    tcp.read_exact(&mut body).await.unwrap();
+    body.chunks(6).map(|c| (u16::from_be_bytes([c[0], c[1]]), u32::from_be_bytes([c[2], c[3], c[4], c[5]]))).collect()
+}
+
+#[tokio::test]
+async fn adaptive_window_is_not_overridden_by_the_fixed_windows() {
+    const INITIAL_WINDOW_SIZE: u16 = 4;
+    let fixed = start(ServerConfig::default(), 0);
+    let s = server_settings(&fixed.addr).await;
+    assert!(s.contains(&(INITIAL_WINDOW_SIZE, 1024 * 1024)), "{s:?}");
+
+    // Adaptive windows start at the protocol default (65535) and grow with the
+    // measured bandwidth-delay product; a fixed size set too would turn them off.
+    let mut http2 = Http2Config { adaptive_window: true, ..Default::default() };
+    http2.initial_stream_window_size = Some(4 * 1024 * 1024);
+    let adaptive = start(ServerConfig { http2, ..Default::default() }, 0);
+    let s = server_settings(&adaptive.addr).await;
+    assert!(s.iter().all(|&(id, v)| id != INITIAL_WINDOW_SIZE || v == 65535), "{s:?}");
+}

@@ -625,13 +625,17 @@ where
     let mut b = http2::Builder::new(TokioExecutor::new());
     b.timer(TokioTimer::new())
         .auto_date_header(false)
-        .adaptive_window(h2c.adaptive_window)
-        .initial_stream_window_size(h2c.initial_stream_window_size)
-        .initial_connection_window_size(h2c.initial_connection_window_size)
         .max_frame_size(h2c.max_frame_size)
         .max_concurrent_streams(h2c.max_concurrent_streams)
         .keep_alive_interval(h2c.keepalive_interval)
         .keep_alive_timeout(h2c.keepalive_timeout);
+    // hyper turns the adaptive window off when a fixed size is set after it.
+    if h2c.adaptive_window {
+        b.adaptive_window(true);
+    } else {
+        b.initial_stream_window_size(h2c.initial_stream_window_size)
+            .initial_connection_window_size(h2c.initial_connection_window_size);
+    }
     let info = Arc::new(ConnInfo { peer, obs });
     let svc_shared = shared.clone();
     // `dispatch` does the synchronous part of a call (checks, ctx, admission)
