@@ -131,8 +131,7 @@ impl StreamBody {
         if let Some(g) = self.guard.take() {
             g.finish(status.code());
         }
-        let mut trailers = HeaderMap::new();
-        super::dispatch::write_reply_trailers(&self.ctx, &status, &mut trailers);
+        let trailers = super::dispatch::reply_trailers(&self.ctx, &status);
         Poll::Ready(Some(Ok(Frame::trailers(trailers))))
     }
 }

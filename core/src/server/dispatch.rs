@@ -52,9 +52,17 @@ pub(crate) struct CallGuard {
 
 impl CallGuard {
     /// The call was answered with `code`.
-    pub(crate) fn finish(mut self, code: Code) {
+    pub(crate) fn finish(self, code: Code) {
+        self.finish_at(code, None)
+    }
+
+    /// [`CallGuard::finish`], at `end` if the caller has just read the time.
+    fn finish_at(mut self, code: Code, end: Option<Instant>) {
         if let Some(o) = self.obs.take() {
-            o.finish(code, self.ctx.as_ref());
+            match end {
+                Some(end) => o.finish_at(code, self.ctx.as_ref(), end),
+                None => o.finish(code, self.ctx.as_ref()),
+            }
         }
         self.ctx = None;
     }
@@ -248,11 +256,11 @@ impl UnaryCall {
         }
     }
 
-    fn answer(&mut self, r: Result<Bytes, Status>) -> Poll<Response<ReplyBody>> {
+    fn answer(&mut self, r: Result<Bytes, Status>, end: Option<Instant>) -> Poll<Response<ReplyBody>> {
         self.running = None;
         self.timer = None;
         let guard = self.guard.take().expect("UnaryCall polled after completion");
-        Poll::Ready(unary_response(guard, &self.ctx, r))
+        Poll::Ready(unary_response_at(guard, &self.ctx, r, end))
     }
 }
 
@@ -265,15 +273,16 @@ impl Future for UnaryCall {
             // A result that comes after the deadline (the handler saw its
             // ctx expire before a timer fired) is still too late.
             Poll::Ready(r) => {
-                let r = if this.ctx.is_expired() { Err(deadline_expired(&this.ctx)) } else { r };
-                this.answer(r)
+                let now = Instant::now();
+                let r = if this.ctx.deadline().is_some_and(|d| now >= d) { Err(deadline_expired(&this.ctx)) } else { r };
+                this.answer(r, Some(now))
             }
             Poll::Pending => {
                 if let Some(d) = this.ctx.deadline() {
                     let timer = this.timer.get_or_insert_with(|| Box::pin(tokio::time::sleep_until(d.into())));
                     if timer.as_mut().poll(cx).is_ready() {
                         let s = deadline_expired(&this.ctx);
-                        return this.answer(Err(s));
+                        return this.answer(Err(s), None);
                     }
                 }
                 Poll::Pending
@@ -438,15 +447,20 @@ async fn stream_response(
 }
 
 fn unary_response(guard: CallGuard, ctx: &Ctx, r: Result<bytes::Bytes, Status>) -> Response<ReplyBody> {
-    guard.finish(match &r {
+    unary_response_at(guard, ctx, r, None)
+}
+
+/// [`unary_response`] of a call that ended at `end` (if the caller has just read the time).
+fn unary_response_at(guard: CallGuard, ctx: &Ctx, r: Result<Bytes, Status>, end: Option<Instant>) -> Response<ReplyBody> {
+    let code = match &r {
         Ok(_) => Code::Ok,
         Err(s) if s.is_downstream() => Code::Unknown,
         Err(s) => s.code(),
-    });
+    };
+    guard.finish_at(code, end);
     match r {
         Ok(msg) => {
-            let mut trailers = HeaderMap::new();
-            write_reply_trailers(ctx, &Status::new(Code::Ok, ""), &mut trailers);
+            let trailers = reply_trailers(ctx, &Status::new(Code::Ok, ""));
             let mut resp = Response::new(ReplyBody::unary(msg, trailers));
             resp.headers_mut().insert(CONTENT_TYPE, GRPC_CONTENT_TYPE);
             if let Some(h) = ctx.take_reply_headers() {
@@ -456,6 +470,15 @@ fn unary_response(guard: CallGuard, ctx: &Ctx, r: Result<bytes::Bytes, Status>) 
         }
         Err(s) => trailers_only(Some(ctx), s.at_boundary()),
     }
+}
+
+/// The trailers of a response: any the handler set, then the status.
+pub(crate) fn reply_trailers(ctx: &Ctx, status: &Status) -> HeaderMap {
+    // Sized for the status alone (`HeaderMap::new()` would make room for 6 on
+    // the first insert), or the handler's map, reused.
+    let mut out = ctx.take_reply_trailers().unwrap_or_else(|| HeaderMap::with_capacity(1));
+    status.write_trailers(&mut out);
+    out
 }
 
 /// Status (and any trailers the handler set) into `out`.
@@ -480,8 +503,7 @@ fn trailers_only(ctx: Option<&Ctx>, status: Status) -> Response<ReplyBody> {
     match ctx.take_reply_headers() {
         Some(headers) => {
             resp.headers_mut().extend(headers);
-            let mut trailers = HeaderMap::new();
-            write_reply_trailers(ctx, &status, &mut trailers);
+            let trailers = reply_trailers(ctx, &status);
             *resp.body_mut() = ReplyBody::trailers(trailers);
         }
         None => write_reply_trailers(ctx, &status, resp.headers_mut()),
