@@ -25,6 +25,12 @@
 //! - The CertificateVerify signature (proof of possession of the private key,
 //!   over this handshake's transcript) is checked on every handshake; it does
 //!   not go through this cache.
+//! - Only verified chains get in, so a peer without a valid certificate
+//!   cannot fill the cache.
+//!
+//! Courier configures no revocation lists. If it ever does, a CRL change must
+//! rebuild the verifier (as a CA change does), and the max age bounds how late
+//! a revocation takes effect for a cached chain.
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::{AtomicU64, Ordering};
