@@ -19,7 +19,7 @@ use hyper::body::Incoming;
 use super::body::{ReplyBody, StreamBody};
 use super::{Entry, Shared};
 use crate::admission::{Permit, Rejection};
-use crate::call::{BoxFuture, Handler, RequestStream, ResponseSender, StreamItem, UnaryFn};
+use crate::call::{BoxFuture, Handler, RequestStream, ResponseSender, StreamItem};
 use crate::context::{CancelReason, Ctx, Identity};
 use crate::host::{HostCall, HostRequest, Reply, UnaryReply};
 use crate::status::{Code, Status};
@@ -183,20 +183,24 @@ pub(crate) fn dispatch(shared: &Arc<Shared>, conn: &ConnInfo, req: Request<Incom
         Ok(None) => return CallFuture::Other(Box::pin(queued(shared.clone(), entry.clone(), ctx, body, guard))),
     }
     let requests = RequestStream::new(body, shared.config.max_recv_message_size);
-    match &entry.handler {
-        Handler::Unary(h) => CallFuture::Unary(UnaryCall {
+    let unary = match &entry.handler {
+        Handler::Unary(_) => true,
+        Handler::Host(_) => entry.desc.kind() == crate::method::MethodKind::Unary,
+        _ => false,
+    };
+    if unary {
+        CallFuture::Unary(UnaryCall {
             running: None,
-            handler: h.clone(),
+            entry: entry.clone(),
             requests,
             first: None,
             timer: None,
             guard: Some(guard),
             ctx,
-        }),
-        _ => {
-            let entry = entry.clone();
-            CallFuture::Other(Box::pin(async move { run(&entry, ctx, requests, guard).await }))
-        }
+        })
+    } else {
+        let entry = entry.clone();
+        CallFuture::Other(Box::pin(async move { run(&entry, ctx, requests, guard).await }))
     }
 }
 
@@ -221,19 +225,26 @@ async fn queued(shared: Arc<Shared>, entry: Arc<Entry>, ctx: Ctx, body: Incoming
     run(&entry, ctx, requests, guard).await
 }
 
-/// A Rust-native unary call admitted at once: reads the one request message,
-/// runs the handler, answers. The deadline timer is created only if the call
-/// has to wait (request bytes not there yet, or a handler that suspends).
+/// A unary call admitted at once: reads the one request message, runs the
+/// handler (Rust-native, or a host language's through its queue), answers. The
+/// deadline timer is created only if the call has to wait (request bytes not
+/// there yet, a handler that suspends, a host call).
 pub(crate) struct UnaryCall {
     // Dropped in this order if the client goes away: handler, request, then
     // the guard (which cancels the ctx).
-    running: Option<BoxFuture<Result<Bytes, Status>>>,
-    handler: Arc<UnaryFn>,
+    running: Option<Running>,
+    /// Its handler: Rust-native, or a host language's queue.
+    entry: Arc<Entry>,
     requests: RequestStream,
     first: Option<Bytes>,
     timer: Option<Pin<Box<tokio::time::Sleep>>>,
     guard: Option<CallGuard>,
     ctx: Ctx,
+}
+
+enum Running {
+    Native(BoxFuture<Result<Bytes, Status>>),
+    Host(tokio::sync::oneshot::Receiver<crate::host::UnaryResult>),
 }
 
 impl UnaryCall {
@@ -243,16 +254,26 @@ impl UnaryCall {
                 Ok(m) => m,
                 Err(s) => return Poll::Ready(Err(s)),
             };
-            let (h, ctx) = (&self.handler, &self.ctx);
-            match std::panic::catch_unwind(AssertUnwindSafe(|| h(ctx.clone(), msg))) {
-                Ok(f) => self.running = Some(f),
-                Err(panic) => return Poll::Ready(Err(panic_status(&self.ctx, panic))),
+            let ctx = &self.ctx;
+            match &self.entry.handler {
+                Handler::Unary(h) => match std::panic::catch_unwind(AssertUnwindSafe(|| h(ctx.clone(), msg))) {
+                    Ok(f) => self.running = Some(Running::Native(f)),
+                    Err(panic) => return Poll::Ready(Err(panic_status(ctx, panic))),
+                },
+                Handler::Host(queue) => match queue_host_call(queue, &self.entry, ctx, HostRequest::Message(msg)) {
+                    Ok(rx) => self.running = Some(Running::Host(rx)),
+                    Err(s) => return Poll::Ready(Err(s)),
+                },
+                // Not made for other kinds (see `dispatch`).
+                _ => return Poll::Ready(Err(Status::internal("not a unary handler"))),
             }
         }
-        let fut = self.running.as_mut().expect("set above");
-        match std::panic::catch_unwind(AssertUnwindSafe(|| fut.as_mut().poll(cx))) {
-            Ok(p) => p,
-            Err(panic) => Poll::Ready(Err(panic_status(&self.ctx, panic))),
+        match self.running.as_mut().expect("set above") {
+            Running::Native(fut) => match std::panic::catch_unwind(AssertUnwindSafe(|| fut.as_mut().poll(cx))) {
+                Ok(p) => p,
+                Err(panic) => Poll::Ready(Err(panic_status(&self.ctx, panic))),
+            },
+            Running::Host(rx) => Pin::new(rx).poll(cx).map(|r| r.unwrap_or_else(|_| Err(dropped_without_reply()))),
         }
     }
 
@@ -262,6 +283,21 @@ impl UnaryCall {
         let guard = self.guard.take().expect("UnaryCall polled after completion");
         Poll::Ready(unary_response_at(guard, &self.ctx, r, end))
     }
+}
+
+/// Hands a call with a unary reply to its host language's queue; the receiver
+/// gets the reply. Out of line: it keeps the Rust-native path's code small.
+#[inline(never)]
+fn queue_host_call(
+    queue: &crate::host::HostQueue,
+    entry: &Entry,
+    ctx: &Ctx,
+    request: HostRequest,
+) -> Result<tokio::sync::oneshot::Receiver<crate::host::UnaryResult>, Status> {
+    let (reply, rx) = UnaryReply::new(super::local_mailbox());
+    let call = HostCall { ctx: ctx.clone(), method: entry.desc.clone(), request, reply: Reply::Unary(reply) };
+    queue.push(call).map_err(|_| shutting_down())?;
+    Ok(rx)
 }
 
 impl Future for UnaryCall {
@@ -327,24 +363,19 @@ async fn run(entry: &Entry, ctx: Ctx, requests: RequestStream, guard: CallGuard)
                     Err(s) => return unary_response(guard, &ctx, Err(s)),
                 }
             };
-            let method = entry.desc.clone();
             if kind.server_streams() {
                 let (tx, rx) = ResponseSender::channel();
-                let call = HostCall { ctx: ctx.clone(), method, request, reply: Reply::Stream(tx) };
+                let call = HostCall { ctx: ctx.clone(), method: entry.desc.clone(), request, reply: Reply::Stream(tx) };
                 if queue.push(call).is_err() {
                     return unary_response(guard, &ctx, Err(shutting_down()));
                 }
                 stream_response(guard, ctx, rx, None).await
             } else {
-                let (reply, rx) = UnaryReply::new(super::local_mailbox());
-                let call = HostCall { ctx: ctx.clone(), method, request, reply: Reply::Unary(reply) };
-                if queue.push(call).is_err() {
-                    return unary_response(guard, &ctx, Err(shutting_down()));
-                }
-                let r = under_deadline(&ctx, async {
-                    rx.await.unwrap_or_else(|_| Err(Status::internal("the handler dropped the call without replying")))
-                })
-                .await;
+                let rx = match queue_host_call(queue, entry, &ctx, request) {
+                    Ok(rx) => rx,
+                    Err(s) => return unary_response(guard, &ctx, Err(s)),
+                };
+                let r = under_deadline(&ctx, async { rx.await.unwrap_or_else(|_| Err(dropped_without_reply())) }).await;
                 unary_response(guard, &ctx, r)
             }
         }
@@ -380,6 +411,10 @@ fn answer_early(body: Incoming, resp: Response<ReplyBody>) -> Response<ReplyBody
         });
     }
     resp
+}
+
+fn dropped_without_reply() -> Status {
+    Status::internal("the handler dropped the call without replying")
 }
 
 fn shutting_down() -> Status {
