@@ -324,13 +324,7 @@ pub unsafe extern "C" fn courier_server_next_batch(
         }
         let timeout = u64::try_from(timeout_ms).ok().map(Duration::from_millis);
         let Ok(batch) = s.queue.next_batch(max, timeout) else { return -1 };
-        let ids = s.ids.read().unwrap_or_else(|e| e.into_inner());
-        let n = batch.len();
-        for (i, hc) in batch.into_iter().enumerate() {
-            let info = call_info(hc, &ids);
-            out.add(i).write(info);
-        }
-        n as isize
+        write_infos(s, batch, out)
     })
 }
 
@@ -361,13 +355,19 @@ pub unsafe extern "C" fn courier_server_try_batch(
             return 0;
         }
         let Ok(batch) = s.queue.try_batch(max) else { return -1 };
-        let ids = s.ids.read().unwrap_or_else(|e| e.into_inner());
-        let n = batch.len();
-        for (i, hc) in batch.into_iter().enumerate() {
-            out.add(i).write(call_info(hc, &ids));
-        }
-        n as isize
+        write_infos(s, batch, out)
     })
+}
+
+/// Writes one `CourierCallInfo` per call of `batch` into `out` (room for at
+/// least `batch.len()`, which the queue keeps within the caller's `max`).
+unsafe fn write_infos(s: &CourierServer, batch: Vec<HostCall>, out: *mut CourierCallInfo) -> isize {
+    let ids = s.ids.read().unwrap_or_else(|e| e.into_inner());
+    let n = batch.len();
+    for (i, hc) in batch.into_iter().enumerate() {
+        out.add(i).write(call_info(hc, &ids));
+    }
+    n as isize
 }
 
 fn call_info(hc: HostCall, ids: &HashMap<Box<str>, u64>) -> CourierCallInfo {

@@ -13,21 +13,12 @@ import sys
 import time
 from typing import Callable, Optional, Tuple, TypeVar
 
+# The debug server's unix-socket transport, as `courier deps` uses it.
+from courier._deps import _UnixConnection
+
 ROOT = pathlib.Path(__file__).resolve().parents[2]
 CACHE = pathlib.Path(os.environ.get("CACHE", str(pathlib.Path.home() / ".cache" / "courier")))
 T = TypeVar("T")
-
-
-class _UnixConnection(http.client.HTTPConnection):
-    def __init__(self, path: str, timeout: float) -> None:
-        super().__init__("debug", timeout=timeout)
-        self._path = path
-
-    def connect(self) -> None:
-        s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        s.settimeout(self.timeout)
-        s.connect(self._path)
-        self.sock = s
 
 
 def http_request(addr: str, path: str, method: str = "GET", body: bytes = b"", timeout: float = 30.0) -> Tuple[int, bytes, str]:

@@ -328,14 +328,7 @@ async fn hs_client(a: &Args) {
             }
         }));
     }
-    tokio::time::sleep(Duration::from_secs_f64(warmup)).await;
-    println!("GO");
-    std::io::stdout().flush().unwrap();
-    measuring.store(true, Ordering::Relaxed);
-    let t0 = Instant::now();
-    tokio::time::sleep(Duration::from_secs_f64(secs)).await;
-    measuring.store(false, Ordering::Relaxed);
-    let elapsed = t0.elapsed().as_secs_f64();
+    let elapsed = measure_window(warmup, secs, &measuring).await;
     println!(
         "{{\"full\": {}, \"resumed\": {}, \"errors\": {}, \"secs\": {elapsed:.3}}}",
         counts.full.load(Ordering::Relaxed),
@@ -409,6 +402,19 @@ async fn rpc_client(a: &Args) {
             });
         }
     }
+    let elapsed = measure_window(warmup, secs, &measuring).await;
+    println!(
+        "{{\"calls\": {}, \"errors\": {}, \"secs\": {elapsed:.3}}}",
+        calls.load(Ordering::Relaxed),
+        errors.load(Ordering::Relaxed)
+    );
+    std::io::stdout().flush().unwrap();
+    std::process::exit(0);
+}
+
+/// After `warmup` s, tells the driver "GO" and counts for `secs` s (workers
+/// count only while `measuring` is set); returns the measured seconds.
+async fn measure_window(warmup: f64, secs: f64, measuring: &AtomicBool) -> f64 {
     tokio::time::sleep(Duration::from_secs_f64(warmup)).await;
     println!("GO");
     std::io::stdout().flush().unwrap();
@@ -416,12 +422,5 @@ async fn rpc_client(a: &Args) {
     let t0 = Instant::now();
     tokio::time::sleep(Duration::from_secs_f64(secs)).await;
     measuring.store(false, Ordering::Relaxed);
-    println!(
-        "{{\"calls\": {}, \"errors\": {}, \"secs\": {:.3}}}",
-        calls.load(Ordering::Relaxed),
-        errors.load(Ordering::Relaxed),
-        t0.elapsed().as_secs_f64()
-    );
-    std::io::stdout().flush().unwrap();
-    std::process::exit(0);
+    t0.elapsed().as_secs_f64()
 }
