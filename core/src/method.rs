@@ -38,6 +38,9 @@ pub struct MethodDesc {
     kind: MethodKind,
     deadline: DeadlinePolicy,
     app_error_enum: Option<Arc<str>>,
+    /// The host binding's own number for the method (its handler table index):
+    /// host calls carry it back, so no lookup by path is needed per call.
+    host_id: u64,
     /// Stats of this method (see `stats`), shared by clones.
     obs: Arc<crate::stats::DescSlot>,
 }
@@ -57,13 +60,24 @@ impl MethodDesc {
         if !ok {
             return Err(InvalidPath(path.to_string()));
         }
-        Ok(MethodDesc { path: path.into(), kind, deadline, app_error_enum: None, obs: Default::default() })
+        Ok(MethodDesc { path: path.into(), kind, deadline, app_error_enum: None, host_id: u64::MAX, obs: Default::default() })
     }
 
     /// Names the proto enum (full name) whose values this method returns as app errors.
     pub fn with_app_error_enum(mut self, name: &str) -> MethodDesc {
         self.app_error_enum = Some(name.into());
         self
+    }
+
+    /// Sets the number a host binding knows this method by (see [`MethodDesc::host_id`]).
+    pub fn with_host_id(mut self, id: u64) -> MethodDesc {
+        self.host_id = id;
+        self
+    }
+
+    /// The host binding's number for this method; `u64::MAX` if none was set.
+    pub fn host_id(&self) -> u64 {
+        self.host_id
     }
 
     pub fn path(&self) -> &str {

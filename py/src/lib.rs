@@ -5,6 +5,15 @@
 
 use pyo3::prelude::*;
 
+/// mimalloc for the Rust side of the module (as polars and pydantic-core
+/// ship jemalloc/mimalloc): request buffers are allocated on an I/O thread
+/// and freed on a Python thread, replies the other way round, and glibc's
+/// per-thread caches take such frees badly (measured: 0.5 µs a call in
+/// `_int_malloc`/`_int_free`/`malloc_consolidate` on the I/O thread; sync
+/// echo 87k -> 97k calls/s on one core). Python's own objects are unaffected.
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 mod asyncio;
 mod channel;
 mod ctx;

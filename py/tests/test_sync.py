@@ -143,6 +143,30 @@ def test_deadlines_client_default_and_two_hops(pb: Any) -> None:
         server_b.stop(1.0)
 
 
+def test_handler_returning_a_wrong_type_is_internal(pb: Any, sync_server: Any) -> None:
+    _, port, _ = sync_server
+    ch, svc = client(pb, port)
+    with pytest.raises(courier.RpcError) as e:
+        ch.unary(courier.Context.background(), svc.method("UnaryUnary"), pb.TestRequest(s="bad-return"))
+    assert e.value.code == StatusCode.INTERNAL and "AttributeError" in e.value.details
+
+
+@pytest.mark.filterwarnings("ignore::pytest.PytestUnhandledThreadExceptionWarning")
+def test_base_exception_in_handler_answers_its_call(pb: Any) -> None:
+    # Not an Exception: the handler thread ends (as an uncaught BaseException
+    # ends any thread), but its call is answered and the other threads serve on.
+    server, port, _ = start_sync_server(pb, max_concurrency=2)
+    try:
+        ch, svc = client(pb, port)
+        m = svc.method("UnaryUnary")
+        with pytest.raises(courier.RpcError) as e:
+            ch.unary(courier.Context.background().with_timeout(5), m, pb.TestRequest(s="raise-base"))
+        assert e.value.code == StatusCode.INTERNAL
+        assert [ch.unary(courier.Context.background().with_timeout(5), m, pb.TestRequest(s=str(i))).s for i in range(5)] == [str(i) for i in range(5)]
+    finally:
+        server.stop(1.0)
+
+
 def test_expired_while_queued_never_runs(pb: Any) -> None:
     server, port, impl = start_sync_server(pb, max_concurrency=1)
     try:

@@ -63,6 +63,10 @@ class Impl:
         return resp
 
 
+class NotAnException(BaseException):
+    """Escapes a handler runner's `except Exception`."""
+
+
 class SyncTest(Impl):
     def UnaryUnary(self, ctx: courier.Context, req: Any) -> Any:
         self.begin(ctx, req)
@@ -76,6 +80,10 @@ class SyncTest(Impl):
                 time.sleep(0.005)
         if req.s == "raise":
             raise ValueError("handler bug")
+        if req.s == "raise-base":
+            raise NotAnException("not an Exception")
+        if req.s == "bad-return":
+            return 42
         if req.s == "hop" and self.downstream is not None:
             ch, method = self.downstream
             down = ch.unary(ctx, method, self.pb.TestRequest(s="down", report_deadline=True))
@@ -116,6 +124,10 @@ class AsyncTest(Impl):
                 await asyncio.sleep(0.005)
         if req.s == "raise":
             raise ValueError("handler bug")
+        if req.s == "raise-base":
+            raise NotAnException("not an Exception")
+        if req.s == "bad-return":
+            return 42
         if req.s == "hop" and self.downstream is not None:
             ch, method = self.downstream
             down = await ch.unary(ctx, method, self.pb.TestRequest(s="down", report_deadline=True))

@@ -461,7 +461,8 @@ struct Worker {
 
 impl Worker {
     fn run(self) {
-        let rt = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+        // Host calls queued on this thread are handed over when it runs out of work.
+        let rt = match tokio::runtime::Builder::new_current_thread().enable_all().on_thread_park(crate::host::io_thread_idle).build() {
             Ok(rt) => rt,
             Err(e) => {
                 tracing::error!(error = %e, "cannot build I/O runtime");

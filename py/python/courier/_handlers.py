@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import logging
 import threading
-from typing import Any, Callable, Optional, Tuple
+from typing import Any, Callable, Optional, Tuple, Union
 
 from . import _core
 from ._errors import AbortError, AppError, RpcError, StatusCode
@@ -70,8 +70,11 @@ def check_handlers(service: Service, handlers: Any) -> dict[str, Callable[..., A
     return dict(handlers)
 
 
-def sync_runner(method: Method[Any, Any], fn: Callable[..., Any], stats: HandlerStats) -> Callable[[_core.Call], None]:
-    """A function that serves one call of `method` with `fn` on this thread."""
+def sync_runner(method: Method[Any, Any], fn: Callable[..., Any], stats: HandlerStats) -> Callable[..., Any]:
+    """A function that serves one call of `method` with `fn` on this thread,
+    as `_core.Server.run_batch` calls it: `run(ctx, request_bytes)` returning
+    the reply bytes or a status tuple for a unary method, `run(call)` for the
+    other kinds."""
     decode = method.decode_request
     encode = method.encode
     kind = method.kind.value
@@ -85,13 +88,15 @@ def sync_runner(method: Method[Any, Any], fn: Callable[..., Any], stats: Handler
 
     if kind == "unary":
 
-        def run(call: _core.Call) -> None:
+        def run_unary(ctx: _core.Context, data: bytes) -> Union[bytes, Status]:
             try:
-                call.reply(encode(fn(call.ctx, decode(call.start() or b""))))
+                return encode(fn(ctx, decode(data)))
             except Exception as e:
-                call.reply_error(*status_of(method, e, stats))
+                return status_of(method, e, stats)
 
-    elif kind == "client_streaming":
+        return run_unary
+
+    if kind == "client_streaming":
 
         def run(call: _core.Call) -> None:
             call.start()

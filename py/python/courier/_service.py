@@ -59,9 +59,14 @@ class AppErrorEnum:
 
 
 def _encode(msg: Any) -> bytes:
-    if isinstance(msg, (bytes, bytearray, memoryview)):
-        return bytes(msg)
-    data: bytes = msg.SerializeToString()
+    # A message first: an isinstance() that fails on a upb message looks up
+    # `__class__` through the message's own getattr (1.3k instructions a call).
+    try:
+        data: bytes = msg.SerializeToString()
+    except AttributeError:
+        if isinstance(msg, (bytes, bytearray, memoryview)):
+            return bytes(msg)
+        raise
     return data
 
 
