@@ -270,3 +270,64 @@ func TestConcurrentCalls(t *testing.T) {
 		t.Fatal(err)
 	}
 }
+
+// Calls taken in one batch with slow handlers among them: the rest of the
+// batch goes to idle workers, and every call gets its own answer, replies
+// and errors (status and app errors) mixed in the same batches.
+func TestSlowHandlersInBatches(t *testing.T) {
+	_, target := startGoServer(t, nil, courier.MaxConcurrency(2))
+	c := dial(t, target)
+	ctx := timeout(t, 30*time.Second)
+	var wg sync.WaitGroup
+	errs := make(chan error, 16)
+	for g := 0; g < 16; g++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for i := 0; i < 40; i++ {
+				s := strconv.Itoa(g*1000 + i)
+				req := &pb.TestRequest{S: s}
+				switch i % 10 {
+				case 3:
+					req.SleepMs = 5 // longer than a batch may run
+				case 5:
+					req.AppError = int32(pb.TestError_TEST_ERROR_GONE)
+					req.FailMessage = "gone " + s
+				case 7:
+					req.FailCode = int32(courier.NotFound)
+					req.FailMessage = "missing " + s
+				}
+				r, err := c.UnaryUnary(ctx, req)
+				switch i % 10 {
+				case 5:
+					if v, ok := pb.TestErrorOf(err); !ok || v != pb.TestError_TEST_ERROR_GONE || courier.StatusOf(err).Message() != "gone "+s {
+						errs <- errors.New("call " + s + ": want app error GONE, got " + errString(err))
+						return
+					}
+				case 7:
+					if st := courier.StatusOf(err); st.Code() != courier.NotFound || st.Message() != "missing "+s {
+						errs <- errors.New("call " + s + ": want NOT_FOUND, got " + errString(err))
+						return
+					}
+				default:
+					if err != nil || r.S != s {
+						errs <- errors.New("call " + s + ": got " + errString(err))
+						return
+					}
+				}
+			}
+		}()
+	}
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		t.Fatal(err)
+	}
+}
+
+func errString(err error) string {
+	if err == nil {
+		return "no error"
+	}
+	return err.Error()
+}

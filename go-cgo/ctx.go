@@ -28,7 +28,7 @@ type callCtx struct {
 	hasDeadline bool
 
 	mu     sync.Mutex
-	h      *C.CourierCtx // nil once the handler returned
+	h      *C.CourierCtx // borrowed from the call; nil once the handler returned
 	done   chan struct{} // made on first Done()
 	err    error
 	watch  *C.CourierWatch
@@ -40,11 +40,12 @@ type callCtx struct {
 
 type coreCtxKey struct{}
 
-func newCallCtx(parent context.Context, m *method, h *C.CourierCtx, info *C.CourierCallInfo) *callCtx {
-	c := &callCtx{parent: parent, method: m, h: h}
-	if info.has_deadline {
+// newCallCtx makes the context of a call taken at `at` (one clock read per batch).
+func newCallCtx(parent context.Context, m *method, tc *C.CourierTakenCall, at time.Time) *callCtx {
+	c := &callCtx{parent: parent, method: m, h: tc.ctx}
+	if tc.has_deadline {
 		c.hasDeadline = true
-		c.deadline = time.Now().Add(time.Duration(info.deadline_remaining_ns))
+		c.deadline = at.Add(time.Duration(tc.deadline_remaining_ns))
 	}
 	return c
 }
@@ -176,8 +177,9 @@ func (c *callCtx) AfterFunc(f func()) func() bool {
 	}
 }
 
-// finish ends the context when the handler returned: stops watching, frees
-// the core handle, and cancels (as grpc-go does for a finished call).
+// finish ends the context when the handler returned: stops watching, lets go
+// of the core handle (the call's, freed with it), and cancels (as grpc-go
+// does for a finished call).
 func (c *callCtx) finish() {
 	c.mu.Lock()
 	defer c.mu.Unlock()
@@ -190,7 +192,6 @@ func (c *callCtx) finish() {
 		c.timer.Stop()
 	}
 	c.cancelLocked(context.Canceled)
-	C.courier_ctx_free(c.h)
 	c.h = nil
 }
 
