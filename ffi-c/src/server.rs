@@ -6,7 +6,7 @@
 
 use std::collections::HashMap;
 use std::sync::{Mutex, MutexGuard, RwLock};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use courier_core::{
@@ -364,16 +364,18 @@ pub unsafe extern "C" fn courier_server_try_batch(
 unsafe fn write_infos(s: &CourierServer, batch: Vec<HostCall>, out: *mut CourierCallInfo) -> isize {
     let ids = s.ids.read().unwrap_or_else(|e| e.into_inner());
     let n = batch.len();
+    let now = Instant::now();
     for (i, hc) in batch.into_iter().enumerate() {
-        out.add(i).write(call_info(hc, &ids));
+        out.add(i).write(call_info(hc, &ids, now));
     }
     n as isize
 }
 
-fn call_info(hc: HostCall, ids: &HashMap<Box<str>, u64>) -> CourierCallInfo {
+/// `now`: one clock read for the whole batch.
+fn call_info(hc: HostCall, ids: &HashMap<Box<str>, u64>, now: Instant) -> CourierCallInfo {
     let method_id = ids.get(hc.method().path()).copied().unwrap_or(u64::MAX);
     let kind = CourierMethodKind::from_core(hc.method().kind());
-    let remaining = hc.ctx().time_remaining();
+    let remaining = hc.ctx().deadline().map(|d| d.saturating_duration_since(now));
     let ctx = CourierCtx(hc.ctx().clone());
     let call = Box::new(CourierCall {
         ctx,
@@ -492,8 +494,9 @@ pub unsafe extern "C" fn courier_server_take(
         let Ok(taken) = taken else { return -1 };
         let ids = s.ids.read().unwrap_or_else(|e| e.into_inner());
         let n = taken.len();
+        let now = Instant::now();
         for (i, hc) in taken.into_iter().enumerate() {
-            let info = call_info(hc, &ids);
+            let info = call_info(hc, &ids, now);
             let c = &*info.call;
             // A queued call always starts; on the impossible error the host
             // sees an empty request and the call still answers.
