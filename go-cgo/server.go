@@ -263,7 +263,8 @@ type worker struct {
 	data    []byte
 }
 
-// maxKeptData bounds the reply buffer a worker keeps between batches.
+// maxKeptData bounds the reply bytes a worker collects before it answers,
+// and the buffer it keeps between batches.
 const maxKeptData = 256 << 10
 
 func newWorker(s *Server) *worker {
@@ -444,6 +445,11 @@ func (w *worker) serveUnary(m *method, tc *C.CourierTakenCall, at time.Time) {
 	if err == nil {
 		w.data = reply
 		*a = C.CourierAnswer{call: tc.call, data: C.CourierSpan{offset: C.size_t(mark), len: C.size_t(len(reply) - mark)}}
+		if len(w.data) >= maxKeptData {
+			// Big replies go at once: the core keeps a batch's copy until its
+			// last reply is written.
+			w.take(0, 0)
+		}
 		return
 	}
 	code, msg, enum, value, downstream := s.errorStatus(m, err)

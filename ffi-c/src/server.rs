@@ -366,23 +366,31 @@ unsafe fn write_infos(s: &CourierServer, batch: Vec<HostCall>, out: *mut Courier
     let n = batch.len();
     let now = Instant::now();
     for (i, hc) in batch.into_iter().enumerate() {
-        out.add(i).write(call_info(hc, &ids, now));
+        out.add(i).write(call_info(hc, &ids, now, None));
     }
     n as isize
 }
 
-/// `now`: one clock read for the whole batch.
-fn call_info(hc: HostCall, ids: &HashMap<Box<str>, u64>, now: Instant) -> CourierCallInfo {
+/// `now`: one clock read for the whole batch; `reuse`: the box of a call
+/// answered in the same crossing (no allocation).
+fn call_info(hc: HostCall, ids: &HashMap<Box<str>, u64>, now: Instant, reuse: Option<Box<CourierCall>>) -> CourierCallInfo {
     let method_id = ids.get(hc.method().path()).copied().unwrap_or(u64::MAX);
     let kind = CourierMethodKind::from_core(hc.method().kind());
     let remaining = hc.ctx().deadline().map(|d| d.saturating_duration_since(now));
     let ctx = CourierCtx(hc.ctx().clone());
-    let call = Box::new(CourierCall {
+    let fresh = CourierCall {
         ctx,
         state: Mutex::new(State::Queued(hc)),
         requests: Mutex::new(None),
         last: Mutex::new(Bytes::new()),
-    });
+    };
+    let call = match reuse {
+        Some(mut b) => {
+            *b = fresh;
+            b
+        }
+        None => Box::new(fresh),
+    };
     CourierCallInfo {
         call: Box::into_raw(call),
         method_id,
@@ -469,14 +477,21 @@ pub unsafe extern "C" fn courier_server_take(
             Some(b) => &mut b.0,
             None => &mut own,
         };
+        // Boxes of answered calls, for the calls taken below.
+        let mut spare = Vec::new();
         if n_replies > 0 && !replies.is_null() {
             // One copy and one allocation for every message of the batch.
             let all = Bytes::copy_from_slice(bytes_arg(data, data_len, "reply data").unwrap_or(&[]));
+            spare.reserve(n_replies.min(max));
             for r in std::slice::from_raw_parts(replies, n_replies) {
                 if !r.call.is_null() {
                     let call = Box::from_raw(r.call);
                     if let Some((reply, result)) = reply_of(&call, r, &all) {
                         batch.push(reply, result);
+                    }
+                    if spare.len() < max {
+                        // Dropped when reused (an unanswered call answers INTERNAL then).
+                        spare.push(call);
                     }
                 }
             }
@@ -496,7 +511,7 @@ pub unsafe extern "C" fn courier_server_take(
         let n = taken.len();
         let now = Instant::now();
         for (i, hc) in taken.into_iter().enumerate() {
-            let info = call_info(hc, &ids, now);
+            let info = call_info(hc, &ids, now, spare.pop());
             let c = &*info.call;
             // A queued call always starts; on the impossible error the host
             // sees an empty request and the call still answers.
