@@ -331,3 +331,51 @@ func errString(err error) string {
 	}
 	return err.Error()
 }
+
+// A streaming handler that polls ctx.Err() between sends (past the polls
+// that ask the core, so the context watches it) sees the client's cancel.
+func TestStreamingHandlerPollsErr(t *testing.T) {
+	seen := make(chan error, 1)
+	s := courier.NewServer(courier.IOThreads(1))
+	err := courier.HandleServerStreaming(s, pb.Test_UnaryStream_Method,
+		func(ctx context.Context, req *pb.TestRequest, st *courier.ServerStream[pb.TestResponse]) error {
+			give := time.Now().Add(10 * time.Second)
+			for time.Now().Before(give) {
+				if err := ctx.Err(); err != nil {
+					seen <- err
+					return nil
+				}
+				if st.Send(&pb.TestResponse{S: req.S}) != nil {
+					time.Sleep(time.Millisecond) // the call is over: Err must say so soon
+				}
+			}
+			seen <- nil
+			return nil
+		})
+	if err != nil {
+		t.Fatal(err)
+	}
+	port, err := s.Listen("127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { s.Stop(time.Second) })
+	c := dial(t, "127.0.0.1:"+itoa(port))
+	ctx, cancel := context.WithCancel(timeout(t, 20*time.Second))
+	st, err := c.UnaryStream(ctx, &pb.TestRequest{S: "p"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i := 0; i < 20; i++ {
+		if _, err := st.Recv(); err != nil {
+			t.Fatal(err)
+		}
+	}
+	cancel()
+	if err := <-seen; !errors.Is(err, context.Canceled) {
+		t.Fatalf("handler's ctx.Err() after the client cancelled: %v", err)
+	}
+}

@@ -36,6 +36,7 @@ type callCtx struct {
 	timer  *time.Timer
 	afters map[uint64]func()
 	nextAf uint64
+	polls  uint8 // Err calls answered by asking the core
 }
 
 type coreCtxKey struct{}
@@ -111,16 +112,28 @@ func (c *callCtx) Err() error {
 		return c.err
 	}
 	if c.done == nil {
-		// Not watched: ask the core (one crossing) and the clock.
-		if reason := C.courier_ctx_cancelled(c.h); reason != C.COURIER_CANCEL_NONE {
-			return cancelErr(reason)
+		if c.polls < watchAfterPolls {
+			// Not watched: ask the core (one crossing) and the clock.
+			c.polls++
+			if reason := C.courier_ctx_cancelled(c.h); reason != C.COURIER_CANCEL_NONE {
+				return cancelErr(reason)
+			}
+			if c.hasDeadline && !time.Now().Before(c.deadline) {
+				return context.DeadlineExceeded
+			}
+			return nil
 		}
-		if c.hasDeadline && !time.Now().Before(c.deadline) {
-			return context.DeadlineExceeded
-		}
+		// Polled in a loop (a streaming handler checking between sends):
+		// watch the core once, then answer from here.
+		c.watchLocked()
+		return c.err
 	}
 	return nil
 }
+
+// watchAfterPolls is how many Err calls ask the core before the context
+// watches it instead (a watch costs more than a few crossings).
+const watchAfterPolls = 4
 
 func (c *callCtx) cancel(err error) {
 	c.mu.Lock()

@@ -277,6 +277,11 @@ type worker struct {
 	data    []byte
 }
 
+// maxKeptStreamData bounds the buffer a stream keeps to encode its messages
+// (while its handler runs): big messages are where a fresh buffer per
+// message costs most.
+const maxKeptStreamData = 4 << 20
+
 // maxKeptData bounds the reply bytes a worker collects before it answers,
 // and the buffer it keeps between batches.
 const maxKeptData = 256 << 10
@@ -538,6 +543,10 @@ type rawStream struct {
 	mu   sync.RWMutex
 	call *C.CourierCall
 	m    *method
+
+	// One send at a time (the core's rule); buf is reused to encode them.
+	sendMu sync.Mutex
+	buf    []byte
 }
 
 var errCallEnded = &Status{code: Canceled, message: "the call has ended"}
@@ -564,9 +573,15 @@ func (r *rawStream) recv(into proto.Message) error {
 }
 
 func (r *rawStream) send(m proto.Message) error {
-	b, err := proto.Marshal(m)
+	r.sendMu.Lock()
+	defer r.sendMu.Unlock()
+	b, err := proto.MarshalOptions{}.MarshalAppend(r.buf[:0], m)
 	if err != nil {
 		return &Status{code: Internal, message: "cannot encode response: " + err.Error()}
+	}
+	if cap(b) <= maxKeptStreamData {
+		// The core copies the message: the buffer serves the next one.
+		r.buf = b[:0]
 	}
 	r.mu.RLock()
 	defer r.mu.RUnlock()
