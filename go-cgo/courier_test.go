@@ -270,3 +270,112 @@ func TestConcurrentCalls(t *testing.T) {
 		t.Fatal(err)
 	}
 }
+
+// Calls taken in one batch with slow handlers among them: the rest of the
+// batch goes to idle workers, and every call gets its own answer, replies
+// and errors (status and app errors) mixed in the same batches.
+func TestSlowHandlersInBatches(t *testing.T) {
+	_, target := startGoServer(t, nil, courier.MaxConcurrency(2))
+	c := dial(t, target)
+	ctx := timeout(t, 30*time.Second)
+	var wg sync.WaitGroup
+	errs := make(chan error, 16)
+	for g := 0; g < 16; g++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for i := 0; i < 40; i++ {
+				s := strconv.Itoa(g*1000 + i)
+				req := &pb.TestRequest{S: s}
+				switch i % 10 {
+				case 3:
+					req.SleepMs = 5 // longer than a batch may run
+				case 5:
+					req.AppError = int32(pb.TestError_TEST_ERROR_GONE)
+					req.FailMessage = "gone " + s
+				case 7:
+					req.FailCode = int32(courier.NotFound)
+					req.FailMessage = "missing " + s
+				}
+				r, err := c.UnaryUnary(ctx, req)
+				switch i % 10 {
+				case 5:
+					if v, ok := pb.TestErrorOf(err); !ok || v != pb.TestError_TEST_ERROR_GONE || courier.StatusOf(err).Message() != "gone "+s {
+						errs <- errors.New("call " + s + ": want app error GONE, got " + errString(err))
+						return
+					}
+				case 7:
+					if st := courier.StatusOf(err); st.Code() != courier.NotFound || st.Message() != "missing "+s {
+						errs <- errors.New("call " + s + ": want NOT_FOUND, got " + errString(err))
+						return
+					}
+				default:
+					if err != nil || r.S != s {
+						errs <- errors.New("call " + s + ": got " + errString(err))
+						return
+					}
+				}
+			}
+		}()
+	}
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		t.Fatal(err)
+	}
+}
+
+func errString(err error) string {
+	if err == nil {
+		return "no error"
+	}
+	return err.Error()
+}
+
+// A streaming handler that polls ctx.Err() between sends (past the polls
+// that ask the core, so the context watches it) sees the client's cancel.
+func TestStreamingHandlerPollsErr(t *testing.T) {
+	seen := make(chan error, 1)
+	s := courier.NewServer(courier.IOThreads(1))
+	err := courier.HandleServerStreaming(s, pb.Test_UnaryStream_Method,
+		func(ctx context.Context, req *pb.TestRequest, st *courier.ServerStream[pb.TestResponse]) error {
+			give := time.Now().Add(10 * time.Second)
+			for time.Now().Before(give) {
+				if err := ctx.Err(); err != nil {
+					seen <- err
+					return nil
+				}
+				if st.Send(&pb.TestResponse{S: req.S}) != nil {
+					time.Sleep(time.Millisecond) // the call is over: Err must say so soon
+				}
+			}
+			seen <- nil
+			return nil
+		})
+	if err != nil {
+		t.Fatal(err)
+	}
+	port, err := s.Listen("127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { s.Stop(time.Second) })
+	c := dial(t, "127.0.0.1:"+itoa(port))
+	ctx, cancel := context.WithCancel(timeout(t, 20*time.Second))
+	st, err := c.UnaryStream(ctx, &pb.TestRequest{S: "p"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i := 0; i < 20; i++ {
+		if _, err := st.Recv(); err != nil {
+			t.Fatal(err)
+		}
+	}
+	cancel()
+	if err := <-seen; !errors.Is(err, context.Canceled) {
+		t.Fatalf("handler's ctx.Err() after the client cancelled: %v", err)
+	}
+}

@@ -28,7 +28,7 @@ type callCtx struct {
 	hasDeadline bool
 
 	mu     sync.Mutex
-	h      *C.CourierCtx // nil once the handler returned
+	h      *C.CourierCtx // borrowed from the call; nil once the handler returned
 	done   chan struct{} // made on first Done()
 	err    error
 	watch  *C.CourierWatch
@@ -36,15 +36,17 @@ type callCtx struct {
 	timer  *time.Timer
 	afters map[uint64]func()
 	nextAf uint64
+	polls  uint8 // Err calls answered by asking the core
 }
 
 type coreCtxKey struct{}
 
-func newCallCtx(parent context.Context, m *method, h *C.CourierCtx, info *C.CourierCallInfo) *callCtx {
-	c := &callCtx{parent: parent, method: m, h: h}
-	if info.has_deadline {
+// newCallCtx makes the context of a call taken at `at` (one clock read per batch).
+func newCallCtx(parent context.Context, m *method, tc *C.CourierTakenCall, at time.Time) *callCtx {
+	c := &callCtx{parent: parent, method: m, h: tc.ctx}
+	if tc.has_deadline {
 		c.hasDeadline = true
-		c.deadline = time.Now().Add(time.Duration(info.deadline_remaining_ns))
+		c.deadline = at.Add(time.Duration(tc.deadline_remaining_ns))
 	}
 	return c
 }
@@ -110,16 +112,28 @@ func (c *callCtx) Err() error {
 		return c.err
 	}
 	if c.done == nil {
-		// Not watched: ask the core (one crossing) and the clock.
-		if reason := C.courier_ctx_cancelled(c.h); reason != C.COURIER_CANCEL_NONE {
-			return cancelErr(reason)
+		if c.polls < watchAfterPolls {
+			// Not watched: ask the core (one crossing) and the clock.
+			c.polls++
+			if reason := C.courier_ctx_cancelled(c.h); reason != C.COURIER_CANCEL_NONE {
+				return cancelErr(reason)
+			}
+			if c.hasDeadline && !time.Now().Before(c.deadline) {
+				return context.DeadlineExceeded
+			}
+			return nil
 		}
-		if c.hasDeadline && !time.Now().Before(c.deadline) {
-			return context.DeadlineExceeded
-		}
+		// Polled in a loop (a streaming handler checking between sends):
+		// watch the core once, then answer from here.
+		c.watchLocked()
+		return c.err
 	}
 	return nil
 }
+
+// watchAfterPolls is how many Err calls ask the core before the context
+// watches it instead (a watch costs more than a few crossings).
+const watchAfterPolls = 4
 
 func (c *callCtx) cancel(err error) {
 	c.mu.Lock()
@@ -176,8 +190,9 @@ func (c *callCtx) AfterFunc(f func()) func() bool {
 	}
 }
 
-// finish ends the context when the handler returned: stops watching, frees
-// the core handle, and cancels (as grpc-go does for a finished call).
+// finish ends the context when the handler returned: stops watching, lets go
+// of the core handle (the call's, freed with it), and cancels (as grpc-go
+// does for a finished call).
 func (c *callCtx) finish() {
 	c.mu.Lock()
 	defer c.mu.Unlock()
@@ -190,7 +205,6 @@ func (c *callCtx) finish() {
 		c.timer.Stop()
 	}
 	c.cancelLocked(context.Canceled)
-	C.courier_ctx_free(c.h)
 	c.h = nil
 }
 

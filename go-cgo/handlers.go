@@ -31,6 +31,16 @@ func encode(m proto.Message) ([]byte, error) {
 	return b, nil
 }
 
+// encodeAppend appends m's encoding to out (a worker's reply buffer: no
+// allocation per reply once it has grown).
+func encodeAppend(out []byte, m proto.Message) ([]byte, error) {
+	b, err := proto.MarshalOptions{}.MarshalAppend(out, m)
+	if err != nil {
+		return nil, &Status{code: Internal, message: "cannot encode response: " + err.Error()}
+	}
+	return b, nil
+}
+
 func checkKind(m *MethodDesc, k Kind) error {
 	if m.Kind != k {
 		return &Error{Kind: ErrInvalidArgument, Message: "method " + m.Path + " is not of the handler's kind"}
@@ -43,7 +53,7 @@ func HandleUnary[Req, Resp any, PReq Message[Req], PResp Message[Resp]](s *Serve
 	if err := checkKind(m, Unary); err != nil {
 		return err
 	}
-	return s.register(&method{desc: m, unary: func(ctx context.Context, b []byte) ([]byte, error) {
+	return s.register(&method{desc: m, unary: func(ctx context.Context, b, out []byte) ([]byte, error) {
 		req, err := decode[Req, PReq](b)
 		if err != nil {
 			return nil, err
@@ -52,7 +62,7 @@ func HandleUnary[Req, Resp any, PReq Message[Req], PResp Message[Resp]](s *Serve
 		if err != nil {
 			return nil, err
 		}
-		return encode(resp)
+		return encodeAppend(out, resp)
 	}})
 }
 

@@ -178,6 +178,48 @@ typedef struct {
   int64_t deadline_remaining_ns;
 } CourierCallInfo;
 
+// A span of the `data` buffer passed to `courier_server_take`.
+typedef struct {
+  size_t offset;
+  size_t len;
+} CourierSpan;
+
+// The answer to one started unary or client-streaming call, handed to
+// `courier_server_take`. Spans index its `data` buffer.
+typedef struct {
+  // The call, owned by the library from now on: freed once answered.
+  CourierCall *call;
+  // 0: OK and `data` is the reply message; otherwise the status code, and
+  // `data` its message, as for `courier_reply_batch_push_error`.
+  int32_t code;
+  int32_t app_error_value;
+  bool downstream;
+  CourierSpan data;
+  // The `rpc_error` enum of an app error (length 0: none).
+  CourierSpan app_error_enum;
+} CourierAnswer;
+
+// One call taken and started by `courier_server_take`.
+typedef struct {
+  // The call, owned by the host from now on: answer it (a unary or
+  // client-streaming call in a later `courier_server_take`, which frees it)
+  // or free it with `courier_call_free`.
+  CourierCall *call;
+  // The id given to `courier_server_register` for the call's method.
+  uint64_t method_id;
+  CourierMethodKind kind;
+  // Whether the call has a deadline, and the time left before it
+  // (nanoseconds, measured when the batch was taken).
+  bool has_deadline;
+  int64_t deadline_remaining_ns;
+  // Unary and server-streaming: the request message, borrowed from the
+  // call (valid until the next `courier_call_recv` or the call's free).
+  CourierStr request;
+  // The call's context, borrowed from the call: valid until the call is
+  // freed (or answered through `courier_server_take`); never free it.
+  const CourierCtx *ctx;
+} CourierTakenCall;
+
 #ifdef __cplusplus
 extern "C" {
 #endif // __cplusplus
@@ -499,6 +541,27 @@ ptrdiff_t courier_server_try_batch(const CourierServer *server,
                                    CourierCallInfo *out,
                                    size_t max);
 
+// The host's whole turn in one crossing: answers `replies` (`n_replies` of
+// them; their spans index `data`, which is copied once), flushes them and
+// `flush` (a reply batch of this thread; may be NULL) to the I/O threads,
+// then takes and starts up to `max` ready calls into `out` (`max` 0: only
+// answer). `timeout_ms` 0 does not block (event mode; wait for the eventfd
+// when 0 calls come back); negative blocks while none are ready, positive at
+// most that long (as `courier_server_next_batch`, and from a thread that
+// stays the same OS thread). Returns the number of calls taken, or -1 once
+// the server has stopped and no call is left (the replies are answered
+// either way). A reply that cannot be sent (a bad span, a call not awaiting
+// one) is dropped with its call, which answers it INTERNAL. Thread-safe.
+ptrdiff_t courier_server_take(const CourierServer *server,
+                              CourierReplyBatch *flush,
+                              const CourierAnswer *replies,
+                              size_t n_replies,
+                              const uint8_t *data,
+                              size_t data_len,
+                              CourierTakenCall *out,
+                              size_t max,
+                              int64_t timeout_ms);
+
 // Tells the queue this thread holds no batch any more (a host thread that
 // stops pulling calls). Thread-safe.
 void courier_server_release(const CourierServer *server);
@@ -762,6 +825,27 @@ ptrdiff_t courier_server_try_batch(const CourierServer *server,
                                    CourierReplyBatch *flush,
                                    CourierCallInfo *out,
                                    size_t max);
+
+// The host's whole turn in one crossing: answers `replies` (`n_replies` of
+// them; their spans index `data`, which is copied once), flushes them and
+// `flush` (a reply batch of this thread; may be NULL) to the I/O threads,
+// then takes and starts up to `max` ready calls into `out` (`max` 0: only
+// answer). `timeout_ms` 0 does not block (event mode; wait for the eventfd
+// when 0 calls come back); negative blocks while none are ready, positive at
+// most that long (as `courier_server_next_batch`, and from a thread that
+// stays the same OS thread). Returns the number of calls taken, or -1 once
+// the server has stopped and no call is left (the replies are answered
+// either way). A reply that cannot be sent (a bad span, a call not awaiting
+// one) is dropped with its call, which answers it INTERNAL. Thread-safe.
+ptrdiff_t courier_server_take(const CourierServer *server,
+                              CourierReplyBatch *flush,
+                              const CourierAnswer *replies,
+                              size_t n_replies,
+                              const uint8_t *data,
+                              size_t data_len,
+                              CourierTakenCall *out,
+                              size_t max,
+                              int64_t timeout_ms);
 
 // Tells the queue this thread holds no batch any more (a host thread that
 // stops pulling calls). Thread-safe.

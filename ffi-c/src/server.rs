@@ -6,7 +6,7 @@
 
 use std::collections::HashMap;
 use std::sync::{Mutex, MutexGuard, RwLock};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use courier_core::{
@@ -364,23 +364,33 @@ pub unsafe extern "C" fn courier_server_try_batch(
 unsafe fn write_infos(s: &CourierServer, batch: Vec<HostCall>, out: *mut CourierCallInfo) -> isize {
     let ids = s.ids.read().unwrap_or_else(|e| e.into_inner());
     let n = batch.len();
+    let now = Instant::now();
     for (i, hc) in batch.into_iter().enumerate() {
-        out.add(i).write(call_info(hc, &ids));
+        out.add(i).write(call_info(hc, &ids, now, None));
     }
     n as isize
 }
 
-fn call_info(hc: HostCall, ids: &HashMap<Box<str>, u64>) -> CourierCallInfo {
+/// `now`: one clock read for the whole batch; `reuse`: the box of a call
+/// answered in the same crossing (no allocation).
+fn call_info(hc: HostCall, ids: &HashMap<Box<str>, u64>, now: Instant, reuse: Option<Box<CourierCall>>) -> CourierCallInfo {
     let method_id = ids.get(hc.method().path()).copied().unwrap_or(u64::MAX);
     let kind = CourierMethodKind::from_core(hc.method().kind());
-    let remaining = hc.ctx().time_remaining();
-    let ctx = hc.ctx().clone();
-    let call = Box::new(CourierCall {
+    let remaining = hc.ctx().deadline().map(|d| d.saturating_duration_since(now));
+    let ctx = CourierCtx(hc.ctx().clone());
+    let fresh = CourierCall {
         ctx,
         state: Mutex::new(State::Queued(hc)),
         requests: Mutex::new(None),
         last: Mutex::new(Bytes::new()),
-    });
+    };
+    let call = match reuse {
+        Some(mut b) => {
+            *b = fresh;
+            b
+        }
+        None => Box::new(fresh),
+    };
     CourierCallInfo {
         call: Box::into_raw(call),
         method_id,
@@ -388,6 +398,152 @@ fn call_info(hc: HostCall, ids: &HashMap<Box<str>, u64>) -> CourierCallInfo {
         has_deadline: remaining.is_some(),
         deadline_remaining_ns: remaining.map_or(0, |d| i64::try_from(d.as_nanos()).unwrap_or(i64::MAX)),
     }
+}
+
+/// A span of the `data` buffer passed to `courier_server_take`.
+#[repr(C)]
+#[derive(Clone, Copy, Debug)]
+pub struct CourierSpan {
+    pub offset: usize,
+    pub len: usize,
+}
+
+/// The answer to one started unary or client-streaming call, handed to
+/// `courier_server_take`. Spans index its `data` buffer.
+#[repr(C)]
+#[derive(Clone, Copy, Debug)]
+pub struct CourierAnswer {
+    /// The call, owned by the library from now on: freed once answered.
+    pub call: *mut CourierCall,
+    /// 0: OK and `data` is the reply message; otherwise the status code, and
+    /// `data` its message, as for `courier_reply_batch_push_error`.
+    pub code: i32,
+    pub app_error_value: i32,
+    pub downstream: bool,
+    pub data: CourierSpan,
+    /// The `rpc_error` enum of an app error (length 0: none).
+    pub app_error_enum: CourierSpan,
+}
+
+/// One call taken and started by `courier_server_take`.
+#[repr(C)]
+#[derive(Clone, Copy, Debug)]
+pub struct CourierTakenCall {
+    /// The call, owned by the host from now on: answer it (a unary or
+    /// client-streaming call in a later `courier_server_take`, which frees it)
+    /// or free it with `courier_call_free`.
+    pub call: *mut CourierCall,
+    /// The id given to `courier_server_register` for the call's method.
+    pub method_id: u64,
+    pub kind: CourierMethodKind,
+    /// Whether the call has a deadline, and the time left before it
+    /// (nanoseconds, measured when the batch was taken).
+    pub has_deadline: bool,
+    pub deadline_remaining_ns: i64,
+    /// Unary and server-streaming: the request message, borrowed from the
+    /// call (valid until the next `courier_call_recv` or the call's free).
+    pub request: CourierStr,
+    /// The call's context, borrowed from the call: valid until the call is
+    /// freed (or answered through `courier_server_take`); never free it.
+    pub ctx: *const CourierCtx,
+}
+
+/// The host's whole turn in one crossing: answers `replies` (`n_replies` of
+/// them; their spans index `data`, which is copied once), flushes them and
+/// `flush` (a reply batch of this thread; may be NULL) to the I/O threads,
+/// then takes and starts up to `max` ready calls into `out` (`max` 0: only
+/// answer). `timeout_ms` 0 does not block (event mode; wait for the eventfd
+/// when 0 calls come back); negative blocks while none are ready, positive at
+/// most that long (as `courier_server_next_batch`, and from a thread that
+/// stays the same OS thread). Returns the number of calls taken, or -1 once
+/// the server has stopped and no call is left (the replies are answered
+/// either way). A reply that cannot be sent (a bad span, a call not awaiting
+/// one) is dropped with its call, which answers it INTERNAL. Thread-safe.
+#[no_mangle]
+pub unsafe extern "C" fn courier_server_take(
+    server: *const CourierServer,
+    flush: *mut CourierReplyBatch,
+    replies: *const CourierAnswer,
+    n_replies: usize,
+    data: *const u8,
+    data_len: usize,
+    out: *mut CourierTakenCall,
+    max: usize,
+    timeout_ms: i64,
+) -> isize {
+    guard_quiet(-1, || {
+        let mut own = ReplyBatch::with_capacity(0);
+        let batch = match flush.as_mut() {
+            Some(b) => &mut b.0,
+            None => &mut own,
+        };
+        // Boxes of answered calls, for the calls taken below.
+        let mut spare = Vec::new();
+        if n_replies > 0 && !replies.is_null() {
+            // One copy and one allocation for every message of the batch.
+            let all = Bytes::copy_from_slice(bytes_arg(data, data_len, "reply data").unwrap_or(&[]));
+            spare.reserve(n_replies.min(max));
+            for r in std::slice::from_raw_parts(replies, n_replies) {
+                if !r.call.is_null() {
+                    let call = Box::from_raw(r.call);
+                    if let Some((reply, result)) = reply_of(&call, r, &all) {
+                        batch.push(reply, result);
+                    }
+                    if spare.len() < max {
+                        // Dropped when reused (an unanswered call answers INTERNAL then).
+                        spare.push(call);
+                    }
+                }
+            }
+        }
+        batch.flush();
+        let Some(s) = server.as_ref() else { return -1 };
+        if out.is_null() || max == 0 {
+            return 0;
+        }
+        let taken = if timeout_ms == 0 {
+            s.queue.try_batch(max)
+        } else {
+            s.queue.next_batch(max, u64::try_from(timeout_ms).ok().map(Duration::from_millis))
+        };
+        let Ok(taken) = taken else { return -1 };
+        let ids = s.ids.read().unwrap_or_else(|e| e.into_inner());
+        let n = taken.len();
+        let now = Instant::now();
+        for (i, hc) in taken.into_iter().enumerate() {
+            let info = call_info(hc, &ids, now, spare.pop());
+            let c = &*info.call;
+            // A queued call always starts; on the impossible error the host
+            // sees an empty request and the call still answers.
+            let request = c.start().unwrap_or(CourierStr::EMPTY);
+            out.add(i).write(CourierTakenCall {
+                call: info.call,
+                method_id: info.method_id,
+                kind: info.kind,
+                has_deadline: info.has_deadline,
+                deadline_remaining_ns: info.deadline_remaining_ns,
+                request,
+                ctx: &c.ctx,
+            });
+        }
+        n as isize
+    })
+}
+
+/// The reply slot and result of one `CourierAnswer`; None when the call awaits
+/// no reply or a span is out of `all`.
+fn reply_of(call: &CourierCall, r: &CourierAnswer, all: &Bytes) -> Option<(UnaryReply, Result<Bytes, Status>)> {
+    let span = |s: CourierSpan| (s.offset.checked_add(s.len)? <= all.len()).then(|| all.slice(s.offset..s.offset + s.len));
+    let result = if r.code == 0 {
+        Ok(span(r.data)?)
+    } else {
+        let msg = span(r.data)?;
+        let app = span(r.app_error_enum)?;
+        // SAFETY: both spans are inside `all`.
+        let st = unsafe { status_arg(r.code, msg.as_ptr(), msg.len(), app.as_ptr(), app.len(), r.app_error_value, r.downstream) }.ok()?;
+        Err(st)
+    };
+    Some((call.take_unary().ok()?, result))
 }
 
 /// Tells the queue this thread holds no batch any more (a host thread that
@@ -446,7 +602,9 @@ enum State {
 /// One call handed to the host. Its functions are thread-safe, but at most
 /// one `courier_call_recv` and one `courier_call_send` may run at a time.
 pub struct CourierCall {
-    ctx: courier_core::Ctx,
+    /// A `CourierCtx` (not a bare `Ctx`) so that `courier_server_take` can lend
+    /// it without a handle allocation per call.
+    ctx: CourierCtx,
     state: Mutex<State>,
     /// Client-streaming and bidi: taken out while a recv waits.
     requests: Mutex<Option<RequestStream>>,
@@ -463,6 +621,30 @@ impl CourierCall {
         let mut last = self.last.lock().unwrap_or_else(|e| e.into_inner());
         *last = b;
         CourierStr::of(&last)
+    }
+
+    /// Moves a queued call to started: its reply slot out of the queue's
+    /// `HostCall`, its request message (unary, server-streaming; borrowed from
+    /// the call) or stream of them (empty string).
+    fn start(&self) -> Result<CourierStr, CourierError> {
+        let req = {
+            let mut st = self.state();
+            let State::Queued(_) = &*st else { return Err(CourierError::state("call already started")) };
+            let State::Queued(hc) = std::mem::replace(&mut *st, State::Done) else { unreachable!("checked above") };
+            let (_ctx, _method, req, reply) = hc.into_parts();
+            *st = match reply {
+                HostReply::Unary(r) => State::Unary(Some(r)),
+                HostReply::Stream(s) => State::Stream(Some(s)),
+            };
+            req
+        };
+        Ok(match req {
+            HostRequest::Message(m) => self.set_last(m),
+            HostRequest::Stream(s) => {
+                *self.requests.lock().unwrap_or_else(|e| e.into_inner()) = Some(s);
+                CourierStr::EMPTY
+            }
+        })
     }
 
     fn sender(&self) -> Result<ResponseSender, CourierError> {
@@ -496,29 +678,12 @@ pub unsafe extern "C" fn courier_call_start(
 ) -> bool {
     guard(err, false, || {
         let c = handle(call, "call")?;
-        let hc = {
-            let mut st = c.state();
-            let State::Queued(_) = &*st else { return Err(CourierError::state("call already started")) };
-            let State::Queued(hc) = std::mem::replace(&mut *st, State::Done) else { unreachable!("checked above") };
-            let (_ctx, _method, req, reply) = hc.into_parts();
-            *st = match reply {
-                HostReply::Unary(r) => State::Unary(Some(r)),
-                HostReply::Stream(s) => State::Stream(Some(s)),
-            };
-            req
-        };
-        let msg = match hc {
-            HostRequest::Message(m) => c.set_last(m),
-            HostRequest::Stream(s) => {
-                *c.requests.lock().unwrap_or_else(|e| e.into_inner()) = Some(s);
-                CourierStr::EMPTY
-            }
-        };
+        let msg = c.start()?;
         if !request.is_null() {
             *request = msg;
         }
         if !ctx.is_null() {
-            *ctx = Box::into_raw(Box::new(CourierCtx(c.ctx.clone())));
+            *ctx = Box::into_raw(Box::new(CourierCtx(c.ctx.0.clone())));
         }
         Ok(true)
     })
@@ -528,7 +693,7 @@ pub unsafe extern "C" fn courier_call_start(
 #[no_mangle]
 pub unsafe extern "C" fn courier_call_ctx(call: *const CourierCall) -> *mut CourierCtx {
     guard_quiet(std::ptr::null_mut(), || match call.as_ref() {
-        Some(c) => Box::into_raw(Box::new(CourierCtx(c.ctx.clone()))),
+        Some(c) => Box::into_raw(Box::new(CourierCtx(c.ctx.0.clone()))),
         None => std::ptr::null_mut(),
     })
 }
@@ -537,7 +702,7 @@ pub unsafe extern "C" fn courier_call_ctx(call: *const CourierCall) -> *mut Cour
 #[no_mangle]
 pub unsafe extern "C" fn courier_call_method(call: *const CourierCall) -> CourierStr {
     guard_quiet(CourierStr::EMPTY, || {
-        call.as_ref().and_then(|c| c.ctx.method()).map_or(CourierStr::EMPTY, |m| CourierStr::of(m.as_bytes()))
+        call.as_ref().and_then(|c| c.ctx.0.method()).map_or(CourierStr::EMPTY, |m| CourierStr::of(m.as_bytes()))
     })
 }
 
@@ -637,7 +802,7 @@ pub unsafe extern "C" fn courier_call_finish(
 /// passed, server stopped). Thread-safe.
 #[no_mangle]
 pub unsafe extern "C" fn courier_call_cancelled(call: *const CourierCall) -> bool {
-    guard_quiet(false, || call.as_ref().is_some_and(|c| c.ctx.is_cancelled()))
+    guard_quiet(false, || call.as_ref().is_some_and(|c| c.ctx.0.is_cancelled()))
 }
 
 /// Frees a call. A unary call that was never answered is answered INTERNAL
