@@ -4,8 +4,7 @@
 //! `CourierReplyBatch` (one wake-up of each I/O thread per batch) and stream
 //! with blocking recv/send/finish.
 
-use std::collections::HashMap;
-use std::sync::{Mutex, MutexGuard, RwLock};
+use std::sync::{Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
@@ -120,7 +119,6 @@ pub struct CourierServerOptions {
 pub struct CourierServer {
     server: Server,
     queue: HostQueue,
-    ids: RwLock<HashMap<Box<str>, u64>>,
     wake: Option<std::sync::Arc<EventFd>>,
 }
 
@@ -208,7 +206,7 @@ pub unsafe extern "C" fn courier_server_new(opts: *const CourierServerOptions, e
         } else {
             (HostQueue::new(), None)
         };
-        let s = CourierServer { server: Server::new(config), queue, ids: RwLock::new(HashMap::new()), wake };
+        let s = CourierServer { server: Server::new(config), queue, wake };
         Ok(Box::into_raw(Box::new(s)))
     })
 }
@@ -245,10 +243,8 @@ pub unsafe extern "C" fn courier_server_register(
 ) -> bool {
     guard(err, false, || {
         let s = handle(server, "server")?;
-        let desc = method_desc(path, path_len, kind, default_deadline_ms, app_error_enum, app_error_enum_len)?;
-        let path: Box<str> = desc.path().into();
+        let desc = method_desc(path, path_len, kind, default_deadline_ms, app_error_enum, app_error_enum_len)?.with_host_id(method_id);
         s.server.register(desc, Handler::Host(s.queue.clone())).map_err(server_error)?;
-        s.ids.write().unwrap_or_else(|e| e.into_inner()).insert(path, method_id);
         Ok(true)
     })
 }
@@ -324,7 +320,7 @@ pub unsafe extern "C" fn courier_server_next_batch(
         }
         let timeout = u64::try_from(timeout_ms).ok().map(Duration::from_millis);
         let Ok(batch) = s.queue.next_batch(max, timeout) else { return -1 };
-        write_infos(s, batch, out)
+        write_infos(batch, out)
     })
 }
 
@@ -355,26 +351,25 @@ pub unsafe extern "C" fn courier_server_try_batch(
             return 0;
         }
         let Ok(batch) = s.queue.try_batch(max) else { return -1 };
-        write_infos(s, batch, out)
+        write_infos(batch, out)
     })
 }
 
 /// Writes one `CourierCallInfo` per call of `batch` into `out` (room for at
 /// least `batch.len()`, which the queue keeps within the caller's `max`).
-unsafe fn write_infos(s: &CourierServer, batch: Vec<HostCall>, out: *mut CourierCallInfo) -> isize {
-    let ids = s.ids.read().unwrap_or_else(|e| e.into_inner());
+unsafe fn write_infos(batch: Vec<HostCall>, out: *mut CourierCallInfo) -> isize {
     let n = batch.len();
     let now = Instant::now();
     for (i, hc) in batch.into_iter().enumerate() {
-        out.add(i).write(call_info(hc, &ids, now, None));
+        out.add(i).write(call_info(hc, now, None));
     }
     n as isize
 }
 
 /// `now`: one clock read for the whole batch; `reuse`: the box of a call
 /// answered in the same crossing (no allocation).
-fn call_info(hc: HostCall, ids: &HashMap<Box<str>, u64>, now: Instant, reuse: Option<Box<CourierCall>>) -> CourierCallInfo {
-    let method_id = ids.get(hc.method().path()).copied().unwrap_or(u64::MAX);
+fn call_info(hc: HostCall, now: Instant, reuse: Option<Box<CourierCall>>) -> CourierCallInfo {
+    let method_id = hc.method().host_id();
     let kind = CourierMethodKind::from_core(hc.method().kind());
     let remaining = hc.ctx().deadline().map(|d| d.saturating_duration_since(now));
     let ctx = CourierCtx(hc.ctx().clone());
@@ -507,11 +502,10 @@ pub unsafe extern "C" fn courier_server_take(
             s.queue.next_batch(max, u64::try_from(timeout_ms).ok().map(Duration::from_millis))
         };
         let Ok(taken) = taken else { return -1 };
-        let ids = s.ids.read().unwrap_or_else(|e| e.into_inner());
         let n = taken.len();
         let now = Instant::now();
         for (i, hc) in taken.into_iter().enumerate() {
-            let info = call_info(hc, &ids, now, spare.pop());
+            let info = call_info(hc, now, spare.pop());
             let c = &*info.call;
             // A queued call always starts; on the impossible error the host
             // sees an empty request and the call still answers.
