@@ -199,7 +199,15 @@ thread_local! {
     /// Queues that got calls on this I/O thread whose host threads are not
     /// woken yet (see [`HostQueue::defer_wake`]), and how many times they were
     /// woken: a backstop only wakes the round it was started for.
-    static DEFERRED: std::cell::RefCell<(Vec<HostQueue>, u64)> = const { std::cell::RefCell::new((Vec::new(), 0)) };
+    static DEFERRED: std::cell::RefCell<Deferred> = const { std::cell::RefCell::new(Deferred { queues: Vec::new(), round: 0, backstop: None }) };
+}
+
+struct Deferred {
+    queues: Vec<HostQueue>,
+    round: u64,
+    /// The backstop task of this round, aborted (with its timer) once the
+    /// thread parks.
+    backstop: Option<tokio::task::AbortHandle>,
 }
 
 /// True on a Courier I/O thread: inside a `current_thread` runtime.
@@ -208,9 +216,9 @@ fn in_io_turn() -> bool {
     Handle::try_current().is_ok_and(|rt| rt.runtime_flavor() == RuntimeFlavor::CurrentThread)
 }
 
-/// Driver polls an I/O thread that never runs out of work may go through
-/// before the calls it queued are handed over anyway (see `defer_wake`).
-const BACKSTOP_POLLS: usize = 4;
+/// How long an I/O thread that never runs out of work may keep the calls it
+/// queued before they are handed over anyway (see `defer_wake`).
+const BACKSTOP: Duration = Duration::from_millis(1);
 
 impl HostQueue {
     /// On an I/O thread the host side is woken when the thread runs out of
@@ -219,33 +227,30 @@ impl HostQueue {
     /// core would preempt the I/O thread and take one call at a time (measured
     /// at first: a context switch per call each way, 19 µs of server CPU per
     /// Python call against 12 µs). Woken when the I/O thread would block, it
-    /// takes everything the connections had ready, with no preemption: 2-3%
-    /// less CPU per call than a wake-up at the end of the runtime's current
-    /// turn (sync 127.6k vs 125.2k calls/s, asyncio 116k vs 112k). A backstop
-    /// task wakes them after [`BACKSTOP_POLLS`] polls of the driver if the
+    /// takes everything the connections had ready, with no preemption (6
+    /// interleaved rounds of a sync Python echo: 127.0k calls/s, against 123.8k
+    /// for a wake-up at the end of the runtime's turn: within the noise, but
+    /// never worse). A backstop task wakes them after [`BACKSTOP`] if the
     /// thread never gets to block.
     fn defer_wake(&self) {
         let started = DEFERRED.with(|d| {
-            let (queues, round) = &mut *d.borrow_mut();
-            let first = queues.is_empty();
-            if !queues.iter().any(|x| Arc::ptr_eq(&x.0, &self.0)) {
-                queues.push(self.clone());
+            let d = &mut *d.borrow_mut();
+            let first = d.queues.is_empty();
+            if !d.queues.iter().any(|x| Arc::ptr_eq(&x.0, &self.0)) {
+                d.queues.push(self.clone());
             }
-            first.then_some(*round)
+            first.then_some(d.round)
         });
         if let Some(round) = started {
+            // A timer, not `yield_now`: a runtime with yielded tasks polls its
+            // driver without parking, so the park hook would never run.
             // Dropped unpolled (runtime shutting down), it still wakes the hosts.
             let guard = WakeDeferred(round);
-            tokio::spawn(async move {
-                for _ in 0..BACKSTOP_POLLS {
-                    // A yielded task runs again after the next poll of the driver.
-                    tokio::task::yield_now().await;
-                    if DEFERRED.with(|d| d.borrow().1 != round) {
-                        break;
-                    }
-                }
+            let task = tokio::spawn(async move {
+                tokio::time::sleep(BACKSTOP).await;
                 drop(guard)
             });
+            DEFERRED.with(|d| d.borrow_mut().backstop = Some(task.abort_handle()));
         }
     }
 }
@@ -253,29 +258,34 @@ impl HostQueue {
 /// Wakes the host threads of every queue that got calls on this I/O thread.
 /// Installed as the I/O runtimes' `on_thread_park` hook.
 pub(crate) fn io_thread_idle() {
-    wake_deferred_round(None);
+    if let Some(backstop) = wake_deferred_round(None) {
+        backstop.abort();
+    }
 }
 
-/// Wakes the deferred queues, if `round` (when given) is still the current one.
-fn wake_deferred_round(round: Option<u64>) {
-    let queues = DEFERRED.with(|d| {
-        let (queues, r) = &mut *d.borrow_mut();
-        if queues.is_empty() || round.is_some_and(|x| x != *r) {
-            return Vec::new();
+/// Wakes the deferred queues, if `round` (when given) is still the current
+/// one; gives back that round's backstop task.
+fn wake_deferred_round(round: Option<u64>) -> Option<tokio::task::AbortHandle> {
+    let (queues, backstop) = DEFERRED.with(|d| {
+        let d = &mut *d.borrow_mut();
+        if d.queues.is_empty() || round.is_some_and(|x| x != d.round) {
+            return (Vec::new(), None);
         }
-        *r += 1;
-        std::mem::take(queues)
+        d.round += 1;
+        (std::mem::take(&mut d.queues), d.backstop.take())
     });
     for q in queues {
         q.wake_deferred();
     }
+    backstop
 }
 
 struct WakeDeferred(u64);
 
 impl Drop for WakeDeferred {
     fn drop(&mut self) {
-        wake_deferred_round(Some(self.0));
+        // Its own task: nothing to abort.
+        let _ = wake_deferred_round(Some(self.0));
     }
 }
 
@@ -642,7 +652,7 @@ mod tests {
     }
 
     /// An I/O thread that never runs out of work still hands its calls over,
-    /// after a few polls of its driver (the backstop of `defer_wake`).
+    /// after [`BACKSTOP`] (see `defer_wake`).
     #[test]
     fn a_busy_io_thread_wakes_the_host_anyway() {
         let (q, wakes) = counting_queue();

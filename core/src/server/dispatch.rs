@@ -195,6 +195,7 @@ pub(crate) fn dispatch(shared: &Arc<Shared>, conn: &ConnInfo, req: Request<Incom
             requests,
             first: None,
             timer: None,
+            far: None,
             guard: Some(guard),
             ctx,
         })
@@ -238,6 +239,8 @@ pub(crate) struct UnaryCall {
     requests: RequestStream,
     first: Option<Bytes>,
     timer: Option<Pin<Box<tokio::time::Sleep>>>,
+    /// Its deadline while that is far off (see `far_deadlines`).
+    far: Option<super::far_deadlines::FarWatch>,
     guard: Option<CallGuard>,
     ctx: Ctx,
 }
@@ -280,6 +283,7 @@ impl UnaryCall {
     fn answer(&mut self, r: Result<Bytes, Status>, end: Option<Instant>) -> Poll<Response<ReplyBody>> {
         self.running = None;
         self.timer = None;
+        self.far = None;
         let guard = self.guard.take().expect("UnaryCall polled after completion");
         Poll::Ready(unary_response_at(guard, &self.ctx, r, end))
     }
@@ -315,6 +319,13 @@ impl Future for UnaryCall {
             }
             Poll::Pending => {
                 if let Some(d) = this.ctx.deadline() {
+                    if this.timer.is_none() {
+                        if d.saturating_duration_since(Instant::now()) > super::far_deadlines::NEAR {
+                            super::far_deadlines::watch(&mut this.far, d, cx.waker());
+                            return Poll::Pending;
+                        }
+                        this.far = None;
+                    }
                     let timer = this.timer.get_or_insert_with(|| Box::pin(tokio::time::sleep_until(d.into())));
                     if timer.as_mut().poll(cx).is_ready() {
                         let s = deadline_expired(&this.ctx);

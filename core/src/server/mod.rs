@@ -8,6 +8,7 @@
 
 mod body;
 mod dispatch;
+mod far_deadlines;
 
 use std::cell::RefCell;
 use std::collections::HashMap;
