@@ -24,6 +24,12 @@ func startGoServer(t testing.TB, svc *testService, opts ...courier.ServerOption)
 	if err := pb.RegisterTestServer(s, svc); err != nil {
 		t.Fatal(err)
 	}
+	return s, "127.0.0.1:" + itoa(listenAndStart(t, s))
+}
+
+// listenAndStart serves s on a free loopback port until the test ends.
+func listenAndStart(t testing.TB, s *courier.Server) int {
+	t.Helper()
 	port, err := s.Listen("127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
@@ -32,7 +38,7 @@ func startGoServer(t testing.TB, svc *testService, opts ...courier.ServerOption)
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { s.Stop(time.Second) })
-	return s, "127.0.0.1:" + itoa(port)
+	return port
 }
 
 func itoa(n int) string { return strconv.Itoa(n) }
@@ -355,15 +361,7 @@ func TestStreamingHandlerPollsErr(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	port, err := s.Listen("127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := s.Start(); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { s.Stop(time.Second) })
-	c := dial(t, "127.0.0.1:"+itoa(port))
+	c := dial(t, "127.0.0.1:"+itoa(listenAndStart(t, s)))
 	ctx, cancel := context.WithCancel(timeout(t, 20*time.Second))
 	st, err := c.UnaryStream(ctx, &pb.TestRequest{S: "p"})
 	if err != nil {

@@ -47,15 +47,7 @@ func startTLSServer(t *testing.T, pki string, opts ...courier.TLSOption) string 
 	if err := pb.RegisterTestServer(s, &testService{}); err != nil {
 		t.Fatal(err)
 	}
-	port, err := s.Listen("127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := s.Start(); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { s.Stop(time.Second) })
-	return "localhost:" + strconv.Itoa(port)
+	return "localhost:" + strconv.Itoa(listenAndStart(t, s))
 }
 
 func tlsClient(t *testing.T, pki, target, serverID string, withCert bool) *pb.TestClient {
