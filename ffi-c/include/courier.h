@@ -264,6 +264,9 @@ CourierChannel *courier_channel_new(const uint8_t *target,
 
 // Frees a channel (calls in progress on other handles keep its connection).
 // NULL is ignored.
+// Thread safety: callable from any thread, but it must be the last use of
+// the handle: no other thread may use it during or after this call (calls
+// started on it keep their own reference).
 void courier_channel_free(CourierChannel *channel);
 
 // A method descriptor for client calls; arguments as for
@@ -277,6 +280,9 @@ CourierMethod *courier_method_new(const uint8_t *path,
                                   CourierError **err);
 
 // Frees a method descriptor. NULL is ignored.
+// Thread safety: callable from any thread, but it must be the last use of
+// the handle: no other thread may use it (or anything borrowed from it)
+// during or after this call.
 void courier_method_free(CourierMethod *method);
 
 // A unary call, blocking this thread until the reply or the status.
@@ -302,6 +308,9 @@ const CourierMetadata *courier_reply_headers(const CourierReply *reply);
 const CourierMetadata *courier_reply_trailers(const CourierReply *reply);
 
 // Frees a reply. NULL is ignored.
+// Thread safety: callable from any thread, but it must be the last use of
+// the handle: no other thread may use it (or anything borrowed from it)
+// during or after this call.
 void courier_reply_free(CourierReply *reply);
 
 // Starts a streaming call (server-streaming, client-streaming or bidi; a
@@ -317,6 +326,8 @@ CourierClientCall *courier_channel_stream(const CourierChannel *channel,
 // Sends one request message (copied), blocking while the server is behind.
 // Returns false once the call has ended (its status comes from recv), or with
 // `err` set when the request side was closed already.
+// Thread-safe, one send at a time per call (it may run concurrently with a
+// recv, close_send or cancel from another thread).
 bool courier_client_call_send(const CourierClientCall *call,
                               const uint8_t *data,
                               size_t len,
@@ -355,6 +366,9 @@ CourierCtx *courier_ctx_background(void);
 CourierCtx *courier_ctx_clone(const CourierCtx *ctx);
 
 // Frees a context handle. NULL is ignored.
+// Thread safety: callable from any thread, but it must be the last use of
+// this handle: no other thread may use it (or a string borrowed from it)
+// during or after this call; other handles to the context stay valid.
 void courier_ctx_free(CourierCtx *ctx);
 
 // A child whose deadline is at most `timeout_ns` from now (the earlier of it
@@ -425,6 +439,9 @@ bool courier_ctx_add_reply_trailer(const CourierCtx *ctx,
 CourierMetadata *courier_metadata_new(void);
 
 // Frees a list. NULL is ignored.
+// Thread safety: callable from any thread, but it must be the last use of
+// the handle: no other thread may use it (or anything borrowed from it)
+// during or after this call.
 void courier_metadata_free(CourierMetadata *md);
 
 // Appends a pair, validated by the core (lowercase key, not reserved; `-bin`
@@ -602,6 +619,8 @@ int32_t courier_call_recv(const CourierCall *call, CourierStr *msg, CourierError
 // Sends one response message of a server-streaming or bidi call, blocking
 // while the client is behind. Fails with CANCELLED once the call is over.
 // The bytes are copied. One send at a time per call.
+// Thread-safe, one send at a time per call (it may run concurrently with a
+// recv on another thread; not with `courier_call_finish`).
 bool courier_call_send(const CourierCall *call,
                        const uint8_t *data,
                        size_t len,
@@ -641,10 +660,15 @@ void courier_call_free(CourierCall *call);
 CourierReplyBatch *courier_reply_batch_new(void);
 
 // Flushes and frees a batch. NULL is ignored.
+// Thread safety: callable from any thread, but it must be the last use of
+// the handle: no other thread may use it (or anything borrowed from it)
+// during or after this call.
 void courier_reply_batch_free(CourierReplyBatch *batch);
 
 // Completes a started unary or client-streaming call with a reply message
 // (copied); it is sent at the next flush of `batch`.
+// Not thread-safe for `batch` (one thread at a time, see
+// `CourierReplyBatch`); `call` may be answered from any thread, once.
 bool courier_reply_batch_push(CourierReplyBatch *batch,
                               const CourierCall *call,
                               const uint8_t *data,
@@ -656,6 +680,8 @@ bool courier_reply_batch_push(CourierReplyBatch *batch,
 // none) and `downstream` = true when the host got this status from a call
 // it made (the core then answers UNKNOWN: errors do not leak across API
 // boundaries). Sent at the next flush of `batch`.
+// Not thread-safe for `batch` (one thread at a time, see
+// `CourierReplyBatch`); `call` may be answered from any thread, once.
 bool courier_reply_batch_push_error(CourierReplyBatch *batch,
                                     const CourierCall *call,
                                     int32_t code,
@@ -668,9 +694,11 @@ bool courier_reply_batch_push_error(CourierReplyBatch *batch,
                                     CourierError **err);
 
 // Hands every reply of the batch to its I/O thread. Never blocks.
+// Not thread-safe: one thread at a time per batch.
 void courier_reply_batch_flush(CourierReplyBatch *batch);
 
 // Replies waiting in the batch.
+// Not thread-safe: one thread at a time per batch.
 size_t courier_reply_batch_len(const CourierReplyBatch *batch);
 
 // Loads server TLS settings from PEM files: certificate chain (leaf first,
@@ -692,6 +720,9 @@ CourierServerTls *courier_server_tls_from_files(const uint8_t *cert,
                                                 CourierError **err);
 
 // Frees server TLS settings. NULL is ignored.
+// Thread safety: callable from any thread, but it must be the last use of
+// the handle: no other thread may use it during or after this call
+// (servers made with it keep their own reference).
 void courier_server_tls_free(CourierServerTls *tls);
 
 // The server's own SPIFFE ID (from its current certificate), as a new owned
@@ -720,12 +751,18 @@ CourierClientTls *courier_client_tls_from_files(const uint8_t *ca,
                                                 CourierError **err);
 
 // Frees client TLS settings. NULL is ignored.
+// Thread safety: callable from any thread, but it must be the last use of
+// the handle: no other thread may use it during or after this call
+// (channels made with it keep their own reference).
 void courier_client_tls_free(CourierClientTls *tls);
 
 // Re-reads the files now; on error the current certificates stay. Thread-safe.
 bool courier_client_tls_reload(const CourierClientTls *tls, CourierError **err);
 
 // Frees an owned string. NULL is ignored.
+// Thread safety: callable from any thread, but it must be the last use of
+// the handle: no other thread may use it (or anything borrowed from it)
+// during or after this call.
 void courier_owned_str_free(CourierOwnedStr *s);
 
 // Creates a development CA for `trust_domain` in directory `out` (ca.pem,

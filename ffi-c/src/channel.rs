@@ -65,6 +65,9 @@ pub unsafe extern "C" fn courier_channel_new(
 
 /// Frees a channel (calls in progress on other handles keep its connection).
 /// NULL is ignored.
+/// Thread safety: callable from any thread, but it must be the last use of
+/// the handle: no other thread may use it during or after this call (calls
+/// started on it keep their own reference).
 #[no_mangle]
 pub unsafe extern "C" fn courier_channel_free(channel: *mut CourierChannel) {
     guard_quiet((), || {
@@ -93,6 +96,9 @@ pub unsafe extern "C" fn courier_method_new(
 }
 
 /// Frees a method descriptor. NULL is ignored.
+/// Thread safety: callable from any thread, but it must be the last use of
+/// the handle: no other thread may use it (or anything borrowed from it)
+/// during or after this call.
 #[no_mangle]
 pub unsafe extern "C" fn courier_method_free(method: *mut CourierMethod) {
     guard_quiet((), || {
@@ -164,6 +170,9 @@ pub unsafe extern "C" fn courier_reply_trailers(reply: *const CourierReply) -> *
 }
 
 /// Frees a reply. NULL is ignored.
+/// Thread safety: callable from any thread, but it must be the last use of
+/// the handle: no other thread may use it (or anything borrowed from it)
+/// during or after this call.
 #[no_mangle]
 pub unsafe extern "C" fn courier_reply_free(reply: *mut CourierReply) {
     guard_quiet((), || {
@@ -228,6 +237,8 @@ pub unsafe extern "C" fn courier_channel_stream(
 /// Sends one request message (copied), blocking while the server is behind.
 /// Returns false once the call has ended (its status comes from recv), or with
 /// `err` set when the request side was closed already.
+/// Thread-safe, one send at a time per call (it may run concurrently with a
+/// recv, close_send or cancel from another thread).
 #[no_mangle]
 pub unsafe extern "C" fn courier_client_call_send(
     call: *const CourierClientCall,

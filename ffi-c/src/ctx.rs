@@ -34,6 +34,9 @@ pub unsafe extern "C" fn courier_ctx_clone(ctx: *const CourierCtx) -> *mut Couri
 }
 
 /// Frees a context handle. NULL is ignored.
+/// Thread safety: callable from any thread, but it must be the last use of
+/// this handle: no other thread may use it (or a string borrowed from it)
+/// during or after this call; other handles to the context stay valid.
 #[no_mangle]
 pub unsafe extern "C" fn courier_ctx_free(ctx: *mut CourierCtx) {
     guard_quiet((), || {
@@ -278,6 +281,9 @@ pub extern "C" fn courier_metadata_new() -> *mut CourierMetadata {
 }
 
 /// Frees a list. NULL is ignored.
+/// Thread safety: callable from any thread, but it must be the last use of
+/// the handle: no other thread may use it (or anything borrowed from it)
+/// during or after this call.
 #[no_mangle]
 pub unsafe extern "C" fn courier_metadata_free(md: *mut CourierMetadata) {
     guard_quiet((), || {

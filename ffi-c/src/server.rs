@@ -734,6 +734,8 @@ pub unsafe extern "C" fn courier_call_recv(call: *const CourierCall, msg: *mut C
 /// Sends one response message of a server-streaming or bidi call, blocking
 /// while the client is behind. Fails with CANCELLED once the call is over.
 /// The bytes are copied. One send at a time per call.
+/// Thread-safe, one send at a time per call (it may run concurrently with a
+/// recv on another thread; not with `courier_call_finish`).
 #[no_mangle]
 pub unsafe extern "C" fn courier_call_send(call: *const CourierCall, data: *const u8, len: usize, err: *mut *mut CourierError) -> bool {
     guard(err, false, || {
@@ -825,6 +827,9 @@ pub extern "C" fn courier_reply_batch_new() -> *mut CourierReplyBatch {
 }
 
 /// Flushes and frees a batch. NULL is ignored.
+/// Thread safety: callable from any thread, but it must be the last use of
+/// the handle: no other thread may use it (or anything borrowed from it)
+/// during or after this call.
 #[no_mangle]
 pub unsafe extern "C" fn courier_reply_batch_free(batch: *mut CourierReplyBatch) {
     guard_quiet((), || {
@@ -836,6 +841,8 @@ pub unsafe extern "C" fn courier_reply_batch_free(batch: *mut CourierReplyBatch)
 
 /// Completes a started unary or client-streaming call with a reply message
 /// (copied); it is sent at the next flush of `batch`.
+/// Not thread-safe for `batch` (one thread at a time, see
+/// `CourierReplyBatch`); `call` may be answered from any thread, once.
 #[no_mangle]
 pub unsafe extern "C" fn courier_reply_batch_push(
     batch: *mut CourierReplyBatch,
@@ -858,6 +865,8 @@ pub unsafe extern "C" fn courier_reply_batch_push(
 /// none) and `downstream` = true when the host got this status from a call
 /// it made (the core then answers UNKNOWN: errors do not leak across API
 /// boundaries). Sent at the next flush of `batch`.
+/// Not thread-safe for `batch` (one thread at a time, see
+/// `CourierReplyBatch`); `call` may be answered from any thread, once.
 #[no_mangle]
 pub unsafe extern "C" fn courier_reply_batch_push_error(
     batch: *mut CourierReplyBatch,
@@ -881,6 +890,7 @@ pub unsafe extern "C" fn courier_reply_batch_push_error(
 }
 
 /// Hands every reply of the batch to its I/O thread. Never blocks.
+/// Not thread-safe: one thread at a time per batch.
 #[no_mangle]
 pub unsafe extern "C" fn courier_reply_batch_flush(batch: *mut CourierReplyBatch) {
     guard_quiet((), || {
@@ -891,6 +901,7 @@ pub unsafe extern "C" fn courier_reply_batch_flush(batch: *mut CourierReplyBatch
 }
 
 /// Replies waiting in the batch.
+/// Not thread-safe: one thread at a time per batch.
 #[no_mangle]
 pub unsafe extern "C" fn courier_reply_batch_len(batch: *const CourierReplyBatch) -> usize {
     guard_quiet(0, || batch.as_ref().map_or(0, |b| b.0.len()))

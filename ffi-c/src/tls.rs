@@ -79,6 +79,9 @@ pub unsafe extern "C" fn courier_server_tls_from_files(
 }
 
 /// Frees server TLS settings. NULL is ignored.
+/// Thread safety: callable from any thread, but it must be the last use of
+/// the handle: no other thread may use it during or after this call
+/// (servers made with it keep their own reference).
 #[no_mangle]
 pub unsafe extern "C" fn courier_server_tls_free(tls: *mut CourierServerTls) {
     guard_quiet((), || {
@@ -146,6 +149,9 @@ pub unsafe extern "C" fn courier_client_tls_from_files(
 }
 
 /// Frees client TLS settings. NULL is ignored.
+/// Thread safety: callable from any thread, but it must be the last use of
+/// the handle: no other thread may use it during or after this call
+/// (channels made with it keep their own reference).
 #[no_mangle]
 pub unsafe extern "C" fn courier_client_tls_free(tls: *mut CourierClientTls) {
     guard_quiet((), || {
@@ -168,6 +174,9 @@ pub unsafe extern "C" fn courier_client_tls_reload(tls: *const CourierClientTls,
 pub struct CourierOwnedStr(String);
 
 /// Frees an owned string. NULL is ignored.
+/// Thread safety: callable from any thread, but it must be the last use of
+/// the handle: no other thread may use it (or anything borrowed from it)
+/// during or after this call.
 #[no_mangle]
 pub unsafe extern "C" fn courier_owned_str_free(s: *mut CourierOwnedStr) {
     guard_quiet((), || {

@@ -87,3 +87,23 @@ fn header_declares_each_function_once() {
     assert!(missing.is_empty(), "not in include/courier.h: {missing:?}");
     assert_eq!(declared.len(), defined.len(), "the header declares functions src/ does not define");
 }
+
+/// Thread safety is stated on each function (its doc comment, which cbindgen
+/// copies above the declaration, says "thread").
+#[test]
+fn header_states_thread_safety_per_function() {
+    let header = std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("include/courier.h")).expect("include/courier.h");
+    let lines: Vec<&str> = header.lines().collect();
+    let mut silent = Vec::new();
+    for (i, line) in lines.iter().enumerate() {
+        let Some(name) = line.split('(').next().and_then(|l| l.split_whitespace().last()).map(|n| n.trim_start_matches('*')) else { continue };
+        if line.starts_with(' ') || !line.contains('(') || !name.starts_with("courier_") {
+            continue;
+        }
+        let doc: String = lines[..i].iter().rev().take_while(|l| l.starts_with("//")).map(|l| l.to_lowercase()).collect();
+        if !doc.contains("thread") {
+            silent.push(name.to_string());
+        }
+    }
+    assert!(silent.is_empty(), "functions whose doc states no thread safety: {silent:?}");
+}
