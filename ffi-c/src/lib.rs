@@ -246,3 +246,14 @@ pub extern "C" fn courier_version() -> CourierStr {
     CourierStr::of(env!("CARGO_PKG_VERSION").as_bytes())
 }
 
+
+/// Debug builds only, and not in the header (a test hook, not part of the
+/// ABI): panics inside the boundary's guard, so that a host's test can check
+/// that a panic comes back as a `COURIER_ERROR_KIND_PANIC` error instead of
+/// unwinding into C. Returns false. Thread-safe.
+/// cbindgen:ignore
+#[cfg(debug_assertions)]
+#[no_mangle]
+pub unsafe extern "C" fn courier_debug_panic(err: *mut *mut CourierError) -> bool {
+    guard(err, false, || panic!("courier_debug_panic called"))
+}
