@@ -1,9 +1,9 @@
 package courier_test
 
 import (
-	"context"
 	"crypto/tls"
 	"crypto/x509"
+	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -13,7 +13,10 @@ import (
 	"time"
 
 	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/credentials"
+	"google.golang.org/grpc/peer"
+	"google.golang.org/grpc/status"
 
 	courier "github.com/courier-rpc/courier/go-cgo"
 	pb "github.com/courier-rpc/courier/go-cgo/testpb"
@@ -134,7 +137,8 @@ func TestGrpcGoClientMutualTLS(t *testing.T) {
 }
 
 // Python's courier client with ClientTLS against a Go server over mTLS, and
-// the Go client against a Python server with ServerTLS.
+// the Go client against a Python server with ServerTLS, whose handler sees the
+// Go client's SPIFFE identity.
 func TestPythonMutualTLS(t *testing.T) {
 	py := python(t)
 	pki := devPKI(t)
@@ -153,9 +157,89 @@ func TestPythonMutualTLS(t *testing.T) {
 	pyTarget := peerProcess(t, py, "testdata/pytls.py", "server", pki)
 	_, port, _ := splitHostPort(pyTarget)
 	c := tlsClient(t, pki, "localhost:"+port, "spiffe://example.org/py-server", true)
-	r, err := c.UnaryUnary(context.Background(), &pb.TestRequest{S: "over tls"})
+	ctx := timeout(t, 10*time.Second)
+	r, err := c.UnaryUnary(ctx, &pb.TestRequest{S: "over tls"})
 	if err != nil || r.S != "over tls" {
 		t.Fatalf("python server over TLS: %v %v", r, err)
+	}
+	r, err = c.UnaryUnary(ctx, &pb.TestRequest{S: "whoami"})
+	if err != nil || r.S != "spiffe://example.org/ocr|ocr" {
+		t.Fatalf("the python server saw the Go client as %v (%v), want spiffe://example.org/ocr|ocr", r, err)
+	}
+	// The Go client with the wrong expected server identity is refused.
+	wrong := tlsClient(t, pki, "localhost:"+port, "spiffe://example.org/go-server", true)
+	if _, err := wrong.UnaryUnary(ctx, &pb.TestRequest{S: "whoami"}); courier.CodeOf(err) != courier.Unavailable {
+		t.Fatalf("python server presenting py-server to a client expecting go-server: %v", err)
+	}
+}
+
+// The Go Courier client over mutual TLS against a stock grpc-go server that
+// requires and verifies the client's certificate: its handler reads the
+// client's SPIFFE ID from the verified chain; a client without a certificate
+// is refused in the handshake.
+func TestGoClientGrpcGoServerMutualTLS(t *testing.T) {
+	pki := devPKI(t)
+	cert, err := tls.LoadX509KeyPair(filepath.Join(pki, "server/cert.pem"), filepath.Join(pki, "server/key.pem"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	caPEM, err := os.ReadFile(filepath.Join(pki, "ca/ca.pem"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	pool := x509.NewCertPool()
+	if !pool.AppendCertsFromPEM(caPEM) {
+		t.Fatal("no CA certificate in ca.pem")
+	}
+	creds := credentials.NewTLS(&tls.Config{
+		Certificates: []tls.Certificate{cert}, ClientCAs: pool, ClientAuth: tls.RequireAndVerifyClientCert, MinVersion: tls.VersionTLS12,
+	})
+	// Every method: answers TestResponse{s: the verified client's URI SANs}.
+	whoami := func(_ any, stream grpc.ServerStream) error {
+		req := new(pb.TestRequest)
+		if err := stream.RecvMsg(req); err != nil {
+			return err
+		}
+		p, ok := peer.FromContext(stream.Context())
+		if !ok {
+			return status.Error(codes.Internal, "no peer")
+		}
+		info, ok := p.AuthInfo.(credentials.TLSInfo)
+		if !ok || len(info.State.VerifiedChains) == 0 {
+			return status.Errorf(codes.Unauthenticated, "no verified client certificate (%T)", p.AuthInfo)
+		}
+		var uris []string
+		for _, u := range info.State.VerifiedChains[0][0].URIs {
+			uris = append(uris, u.String())
+		}
+		return stream.SendMsg(&pb.TestResponse{S: strings.Join(uris, ",") + "|" + req.S})
+	}
+	gs := grpc.NewServer(grpc.Creds(creds), grpc.UnknownServiceHandler(whoami))
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	go gs.Serve(l)
+	t.Cleanup(gs.Stop)
+	target := "localhost:" + strconv.Itoa(l.Addr().(*net.TCPAddr).Port)
+	ctx := timeout(t, 10*time.Second)
+
+	r, err := tlsClient(t, pki, target, "spiffe://example.org/go-server", true).UnaryUnary(ctx, &pb.TestRequest{S: "hi"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if r.S != "spiffe://example.org/ocr|hi" {
+		t.Fatalf("the grpc-go server saw the Go client as %q", r.S)
+	}
+	// No client certificate: the grpc-go server ends the handshake.
+	_, err = tlsClient(t, pki, target, "spiffe://example.org/go-server", false).UnaryUnary(ctx, &pb.TestRequest{S: "hi"})
+	if courier.CodeOf(err) != courier.Unavailable {
+		t.Fatalf("a client without a certificate: %v, want UNAVAILABLE", err)
+	}
+	// The grpc-go server's certificate is not the identity the client expects.
+	_, err = tlsClient(t, pki, target, "spiffe://example.org/billing", true).UnaryUnary(ctx, &pb.TestRequest{S: "hi"})
+	if courier.CodeOf(err) != courier.Unavailable {
+		t.Fatalf("wrong server identity: %v, want UNAVAILABLE", err)
 	}
 }
 

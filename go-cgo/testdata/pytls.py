@@ -4,8 +4,9 @@
 `pytls.py client PKI TARGET`: calls UnaryUnary(s="whoami") with ClientTLS
 (client cert of PKI/client) and prints the reply's `s`.
 `pytls.py server PKI`: serves courier.test.Test with ServerTLS (the
-certificate in PKI/py-server, spiffe://example.org/py-server); prints `PORT <n>`, serves until
-stdin closes."""
+certificate in PKI/py-server, spiffe://example.org/py-server), UnaryUnary(s="whoami")
+answering with the client's verified identity as `SPIFFE-ID|name`; prints
+`PORT <n>`, serves until stdin closes."""
 
 from __future__ import annotations
 
@@ -14,6 +15,7 @@ import subprocess
 import sys
 import tempfile
 from pathlib import Path
+from typing import Any
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -27,7 +29,15 @@ def main() -> int:
         sys.path.insert(0, gen)
         pb = importlib.import_module("test_pb2")
         import courier
-        from testservice import make_service, start_sync_server
+        from testservice import SyncTest, handlers, make_service
+
+        class WhoAmI(SyncTest):
+            def UnaryUnary(self, ctx: courier.Context, req: Any) -> Any:
+                if req.s == "whoami":
+                    if ctx.peer_identity is None:
+                        return pb.TestResponse(s="unauthenticated")
+                    return pb.TestResponse(s=f"{ctx.peer_identity}|{ctx.peer_name}")
+                return super().UnaryUnary(ctx, req)
 
         if mode == "client":
             tls = courier.ClientTLS.from_files(ca=f"{pki}/ca/ca.pem", server_identity="spiffe://example.org/go-server",
@@ -37,7 +47,10 @@ def main() -> int:
             print(ch.unary(ctx, make_service(pb).method("UnaryUnary"), pb.TestRequest(s="whoami")).s)
             return 0
         tls = courier.ServerTLS.from_files(cert=f"{pki}/py-server/cert.pem", key=f"{pki}/py-server/key.pem", ca=f"{pki}/ca/ca.pem")
-        server, port, _ = start_sync_server(pb, max_concurrency=4, tls=tls)
+        server = courier.Server(workers=1, max_concurrency=4, tls=tls)
+        server.add_handlers(make_service(pb), handlers(WhoAmI(pb)))
+        port = server.listen("127.0.0.1:0")
+        server.start()
         print(f"PORT {port}", flush=True)
         sys.stdin.read()
         server.stop(1.0)
