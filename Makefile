@@ -29,7 +29,7 @@ test-py: py-dev tools java-peer go-peer
 typecheck: py-dev
 	$(VENV)/bin/mypy --strict py/python/courier
 	cd py/tests && $(VENV)/bin/mypy --strict --config-file ../../pyproject.toml .
-	cd tests/interop && $(VENV)/bin/mypy --strict --config-file ../../pyproject.toml conftest.py courier_service.py matrix_clients.py test_matrix.py grpc_testing_server.py test_grpc_interop_cases.py
+	cd tests/interop && $(VENV)/bin/mypy --strict --config-file ../../pyproject.toml conftest.py courier_service.py matrix_clients.py test_matrix.py grpc_testing_server.py test_grpc_interop_cases.py test_demo.py
 
 # The Go binding (go-cgo/): `go generate` builds the static core into go-cgo/lib
 # (debug here: it shares cargo test's build), then the Go tests run with the
