@@ -92,9 +92,10 @@ package courier
 */
 import "C"
 
-// libcourierBuilt is the SHA-256 of lib/libcourier_ffi.a (%s build): a new
-// library changes this file, so Go relinks.
-const libcourierBuilt = %q
+// libcourierBuilt_runGoGenerateInGoCgo is the SHA-256 of
+// lib/libcourier_ffi.a (%s build): a new library changes this file, so Go
+// relinks. Its name is the compile error of a checkout without it.
+const libcourierBuilt_runGoGenerateInGoCgo = %q
 `, nativeLibs, profile, hex.EncodeToString(sum[:]))
 	return writeIfChanged(filepath.Join(moduleDir, "zz_libcourier.go"), []byte(src))
 }
