@@ -50,7 +50,10 @@ fn build(name: &str, link: &[String]) -> PathBuf {
 }
 
 fn run(exe: &Path) -> String {
-    let res = Command::new(exe).output().unwrap_or_else(|e| panic!("cannot run {}: {e}", exe.display()));
+    // cargo runs tests with LD_LIBRARY_PATH naming <target>/<profile>, whose
+    // libcourier_ffi.so is whatever `cargo build` last copied there: without
+    // it the program finds the library through its rpath alone.
+    let res = Command::new(exe).env_remove("LD_LIBRARY_PATH").output().unwrap_or_else(|e| panic!("cannot run {}: {e}", exe.display()));
     let stdout = String::from_utf8_lossy(&res.stdout).into_owned();
     assert!(
         res.status.success(),
@@ -100,7 +103,7 @@ fn c_program_against_shared_library() {
     let dir = lib_dir().display().to_string();
     let exe = build("shared", &[format!("-L{dir}"), "-l:libcourier_ffi.so".into(), format!("-Wl,-rpath,{dir}")]);
     // It needs the shared library at run time (and does not carry the core).
-    let ldd = Command::new("ldd").arg(&exe).output().expect("ldd");
+    let ldd = Command::new("ldd").arg(&exe).env_remove("LD_LIBRARY_PATH").output().expect("ldd");
     let deps = String::from_utf8_lossy(&ldd.stdout);
     assert!(deps.contains(&format!("libcourier_ffi.so => {dir}/libcourier_ffi.so")), "ldd {}:\n{deps}", exe.display());
     let out = run(&exe);
