@@ -1,9 +1,11 @@
 //! The C ABI from C, without Go: `tests/c/roundtrip.c` includes
 //! `include/courier.h`, is compiled with the system `cc` and linked twice,
 //! against `libcourier_ffi.a` and against `libcourier_ffi.so` (found at run
-//! time through its rpath), and run: a server with unary and server-streaming
-//! methods served by a host thread pulling calls with `courier_server_take`,
-//! called through the ABI's channel (replies, app errors, UNIMPLEMENTED,
+//! time through its rpath), and run: servers with unary and server-streaming
+//! methods served by a host thread pulling calls, one with
+//! `courier_server_take`, one with `courier_server_next_batch`,
+//! `courier_call_start` and a `CourierReplyBatch`, called through the ABI's
+//! channel (replies, app errors, UNIMPLEMENTED,
 //! UNAVAILABLE after shutdown), invalid arguments and NULL handles, and (debug
 //! builds) a panic inside the boundary returned as COURIER_ERROR_KIND_PANIC.
 //!
@@ -63,7 +65,7 @@ fn run(exe: &Path) -> String {
         String::from_utf8_lossy(&res.stderr)
     );
     let _ = std::fs::remove_file(exe);
-    for check in [
+    let mut checks: Vec<String> = [
         "ok NULL server",
         "ok bad UTF-8 target",
         "ok unknown method kind",
@@ -72,15 +74,26 @@ fn run(exe: &Path) -> String {
         "ok bad UTF-8 method path",
         "ok bad listen address",
         "ok second start",
-        "ok unary reply round-trips",
-        "ok 200 unary calls",
-        "ok app error status: no such thing",
-        "ok missing method",
-        "ok server streaming",
-        "ok call after shutdown",
-        "ok shutdown",
-    ] {
-        assert!(stdout.contains(check), "{}: no `{check}` in its output:\n{stdout}", exe.display());
+        "ok done",
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect();
+    for host in ["take", "next_batch"] {
+        for check in [
+            "unary reply round-trips",
+            "200 unary calls",
+            "app error status: no such thing",
+            "missing method",
+            "server streaming",
+            "call after shutdown",
+            "shutdown",
+        ] {
+            checks.push(format!("ok {host}: {check}"));
+        }
+    }
+    for check in &checks {
+        assert!(stdout.contains(check.as_str()), "{}: no `{check}` in its output:\n{stdout}", exe.display());
     }
     if cfg!(debug_assertions) {
         assert!(stdout.contains("ok panic: panic in courier-ffi: courier_debug_panic called"), "no panic check:\n{stdout}");
