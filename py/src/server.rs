@@ -198,24 +198,45 @@ impl Server {
         Ok(true)
     }
 
-    /// Up to `max` ready calls without waiting. None once the server has stopped.
-    fn try_batch<'py>(&self, py: Python<'py>, max: usize) -> PyResult<Option<Vec<Bound<'py, Call>>>> {
-        match self.queue.try_batch(max.max(1)) {
-            Ok(b) => self.wrap(py, b).map(Some),
-            Err(_) => Ok(None),
+    /// The event-loop twin of `run_batch`: resets the eventfd, then runs every
+    /// ready call (in batches of up to `max`) on this thread without waiting.
+    /// A unary runner is called as `runner(ctx, request_bytes)` and returns
+    /// the reply bytes, a status tuple, or, when the handler suspended, an
+    /// object `spawn(call, pending)` is called with: `call` is the `Call` to
+    /// complete later (`reply`/`reply_error`). The other kinds get
+    /// `runner(call)`. Replies of calls finished here go back as one batch.
+    /// False once the server has stopped.
+    ///
+    /// In Rust for the reason `run_batch` is: one Python call per unary call.
+    fn run_ready(&self, py: Python<'_>, max: usize, runners: &Bound<'_, PyList>, spawn: &Bound<'_, PyAny>) -> PyResult<bool> {
+        if let Some(w) = &self.wake {
+            w.drain();
         }
+        let open = loop {
+            let batch = match self.queue.try_batch(max.max(1)) {
+                Ok(b) if b.is_empty() => break true,
+                Ok(b) => b,
+                Err(_) => break false,
+            };
+            let mut calls = batch.into_iter();
+            while let Some(hc) = calls.next() {
+                // Anything but an Exception escaping a runner ends the drain
+                // (the event loop reports it); that call was answered INTERNAL
+                // and the rest go back to the queue, which signals the loop again.
+                if let Err(e) = run_ready_call(py, runners, spawn, hc) {
+                    flush_replies();
+                    self.queue.requeue_front(calls.collect());
+                    return Err(e);
+                }
+            }
+        };
+        flush_replies();
+        Ok(open)
     }
 
     /// The eventfd an event loop watches (event_loop servers only).
     fn notify_fd(&self) -> Option<i32> {
         self.wake.as_ref().map(|w| w.0)
-    }
-
-    /// Resets the eventfd after a wake-up.
-    fn drain_notify(&self) {
-        if let Some(w) = &self.wake {
-            w.drain();
-        }
     }
 
     /// The limits file in force as JSON (path, limits, last reload), or None.
@@ -226,12 +247,6 @@ impl Server {
     /// Calls waiting in the queue.
     fn queued(&self) -> usize {
         self.queue.len()
-    }
-}
-
-impl Server {
-    fn wrap<'py>(&self, py: Python<'py>, batch: Vec<HostCall>) -> PyResult<Vec<Bound<'py, Call>>> {
-        batch.into_iter().map(|hc| wrap_call(py, hc)).collect()
     }
 }
 
@@ -259,6 +274,39 @@ fn run_call(py: Python<'_>, runners: &Bound<'_, PyList>, hc: HostCall) -> PyResu
     let result = Py::new(py, Context::new(ctx)).and_then(|ctx| runner.call1((ctx, PyBytes::new(py, &request))));
     let (answer, escaped) = match result {
         Ok(v) => (reply_of(&v), Ok(())),
+        Err(e) => (Err(Status::internal("handler raised an exception that is not an Exception")), Err(e)),
+    };
+    REPLIES.with(|r| r.borrow_mut().push(reply, answer));
+    escaped
+}
+
+/// Runs one call for an event loop (see `Server::run_ready`).
+fn run_ready_call(py: Python<'_>, runners: &Bound<'_, PyList>, spawn: &Bound<'_, PyAny>, hc: HostCall) -> PyResult<()> {
+    let method_id = hc.method().host_id() as usize;
+    let runner = match runners.get_item(method_id) {
+        Ok(r) => r,
+        Err(_) => return Err(PyRuntimeError::new_err(format!("no runner for method {}", hc.method().path()))),
+    };
+    if hc.method().kind() != MethodKind::Unary {
+        let call = wrap_call(py, hc)?;
+        return runner.call1((call,)).map(drop);
+    }
+    let (ctx, _method, request, reply) = hc.into_parts();
+    let (HostRequest::Message(request), HostReply::Unary(reply)) = (request, reply) else {
+        unreachable!("a unary call has one request message and a unary reply")
+    };
+    let ctx = Py::new(py, Context::new(ctx))?;
+    let result = runner.call1((ctx.clone_ref(py), PyBytes::new(py, &request)));
+    let (answer, escaped) = match result {
+        Ok(v) if v.is_instance_of::<PyBytes>() || v.is_instance_of::<pyo3::types::PyTuple>() => (reply_of(&v), Ok(())),
+        Ok(pending) => {
+            // The handler suspended: its task completes this call later.
+            let call = Bound::new(
+                py,
+                Call { method_id, ctx, state: Mutex::new(State::Unary(Some(reply))), requests: Mutex::new(None) },
+            )?;
+            return spawn.call1((call, pending)).map(drop);
+        }
         Err(e) => (Err(Status::internal("handler raised an exception that is not an Exception")), Err(e)),
     };
     REPLIES.with(|r| r.borrow_mut().push(reply, answer));

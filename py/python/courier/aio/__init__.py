@@ -54,8 +54,13 @@ class _Resume:
                 return stop.value
 
 
-async def _finish_later(aw: Any) -> Any:
-    return await aw
+async def _complete(method: Method[Any, Any], stats: HandlerStats, flusher: _Flusher, call: _core.Call, resume: _Resume) -> None:
+    """Finishes a unary handler that suspended, inside its Task."""
+    try:
+        call.reply(method.encode(await resume))
+    except Exception as e:
+        call.reply_error(*status_of(method, e, stats))
+    flusher.soon()
 
 
 class _Flusher:
@@ -77,7 +82,11 @@ class _Flusher:
 
 def _runner(
     method: Method[Any, Any], fn: Callable[..., Any], stats: HandlerStats, loop: asyncio.AbstractEventLoop, flusher: _Flusher
-) -> Callable[[_core.Call], None]:
+) -> Callable[..., Any]:
+    """The method's runner for `_core.Server.run_ready`: a unary one is
+    `runner(ctx, request_bytes)` and gives the reply bytes, a status tuple, or
+    (when the handler suspended) the `_Resume` that `_spawn` turns into a Task;
+    the others are `runner(call)`."""
     decode, encode, kind = method.decode_request, method.encode, method.kind.value
 
     async def requests(call: _core.Call) -> AsyncIterator[Any]:
@@ -101,24 +110,24 @@ def _runner(
         except Exception as e:
             call.reply_error(*status_of(method, e, stats))
             return
-        loop.create_task(_complete(call, _Resume(coro, pending)))
-
-    async def _complete(call: _core.Call, resume: _Resume) -> None:
-        try:
-            call.reply(encode(await resume))
-        except Exception as e:
-            call.reply_error(*status_of(method, e, stats))
-        flusher.soon()
+        loop.create_task(_complete(method, stats, flusher, call, _Resume(coro, pending)))
 
     if kind == "unary":
 
-        def run(call: _core.Call) -> None:
+        def run_unary(ctx: _core.Context, data: bytes) -> Any:
             try:
-                request = decode(call.start() or b"")
+                coro = fn(ctx, decode(data))
+                if not inspect.iscoroutine(coro):
+                    return encode(coro)
+                try:
+                    pending = coro.send(None)
+                except StopIteration as stop:
+                    return encode(stop.value)
             except Exception as e:
-                call.reply_error(*status_of(method, e, stats))
-                return
-            reply_from(call, fn(call.ctx, request))
+                return status_of(method, e, stats)
+            return _Resume(coro, pending)
+
+        return run_unary
 
     elif kind == "client_streaming":
 
@@ -183,7 +192,8 @@ class Server:
             debug_addr=debug_addr,
         )
         self._handlers: List[Tuple[Method[Any, Any], Callable[..., Any]]] = []
-        self._runners: List[Callable[[_core.Call], None]] = []
+        self._runners: List[Callable[..., Any]] = []
+        self._spawn: Callable[[_core.Call, Any], None] = lambda call, pending: None
         self._loop: Optional[asyncio.AbstractEventLoop] = None
         self._stopped: Optional[asyncio.Event] = None
         self.stats = HandlerStats()
@@ -217,24 +227,21 @@ class Server:
         self._stopped = asyncio.Event()
         flusher = _Flusher(loop)
         self._runners = [_runner(m, fn, self.stats, loop, flusher) for m, fn in self._handlers]
+
+        def spawn(call: _core.Call, pending: Any) -> None:
+            m, _ = self._handlers[call.method_id]
+            loop.create_task(_complete(m, self.stats, flusher, call, pending))
+
+        self._spawn = spawn
         self._core.start()
         fd = self._core.notify_fd()
         assert fd is not None
         loop.add_reader(fd, self._drain)
 
     def _drain(self) -> None:
-        core, runners = self._core, self._runners
-        core.drain_notify()
-        while True:
-            batch = core.try_batch(256)
-            if batch is None:
-                self._detach()
-                break
-            if not batch:
-                break
-            for call in batch:
-                runners[call.method_id](call)
-        _core.flush_replies()
+        # Every ready call runs here, in the core's loop (`run_ready`).
+        if not self._core.run_ready(256, self._runners, self._spawn):
+            self._detach()
 
     def _detach(self) -> None:
         fd = self._core.notify_fd()
