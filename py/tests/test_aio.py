@@ -4,28 +4,19 @@ from __future__ import annotations
 
 import asyncio
 import time
-from typing import Any, AsyncIterator, Awaitable, Callable, Tuple
+from typing import Any, AsyncIterator, Awaitable, Callable
 
 import pytest
 
 import courier
 import courier.aio
 from courier import StatusCode
-from testservice import AsyncTest, handlers, make_service, start_sync_server
-
-
-async def start_aio(pb: Any, **kw: Any) -> Tuple[courier.aio.Server, int, AsyncTest]:
-    impl = AsyncTest(pb)
-    server = courier.aio.Server(workers=1, **kw)
-    server.add_handlers(make_service(pb), handlers(impl))
-    port = server.listen("127.0.0.1:0")
-    await server.start()
-    return server, port, impl
+from testservice import AsyncTest, make_service, start_aio_server, start_sync_server
 
 
 def run(pb: Any, body: Callable[[courier.aio.Channel, Any, AsyncTest, courier.aio.Server], Awaitable[None]]) -> None:
     async def main() -> None:
-        server, port, impl = await start_aio(pb)
+        server, port, impl = await start_aio_server(pb)
         try:
             async with courier.aio.Channel(f"127.0.0.1:{port}") as ch:
                 await body(ch, make_service(pb), impl, server)
@@ -117,7 +108,7 @@ def test_two_hops_sync_to_async(pb: Any) -> None:
 
     async def main() -> None:
         server_b, port_b, _ = start_sync_server(pb)
-        server_a, port_a, impl_a = await start_aio(pb)
+        server_a, port_a, impl_a = await start_aio_server(pb)
         try:
             svc = make_service(pb)
             impl_a.downstream = (courier.aio.Channel(f"127.0.0.1:{port_b}"), svc.method("UnaryUnary"))
@@ -143,12 +134,31 @@ def test_many_concurrent_calls(pb: Any) -> None:
 
 def test_stop_drains(pb: Any) -> None:
     async def main() -> None:
-        server, port, _ = await start_aio(pb)
+        server, port, _ = await start_aio_server(pb)
         ch = courier.aio.Channel(f"127.0.0.1:{port}")
         m = make_service(pb).method("UnaryUnary")
         calls = [asyncio.ensure_future(ch.unary(courier.Context.background(), m, pb.TestRequest(s="d", sleep_ms=200))) for _ in range(5)]
         await asyncio.sleep(0.05)
         await server.stop(5.0)
         assert [(await c).s for c in calls] == ["d"] * 5
+
+    asyncio.run(main())
+
+
+def test_handler_calling_its_own_server_does_not_deadlock(pb: Any) -> None:
+    """Many self-calling calls at once on a one-I/O-thread server: each handler
+    awaits a call to another method (another service) of the same server."""
+
+    async def main() -> None:
+        other = make_service(pb, name="courier.test.Other")
+        server, port, impl = await start_aio_server(pb, services=[other])
+        try:
+            ch = courier.aio.Channel(f"127.0.0.1:{port}")
+            impl.downstream = (ch, other.method("UnaryUnary"))
+            m = make_service(pb).method("UnaryUnary")
+            rs = await asyncio.gather(*(ch.unary(courier.Context.background().with_timeout(5), m, pb.TestRequest(s="hop")) for _ in range(32)))
+            assert [r.s for r in rs] == ["hop"] * 32
+        finally:
+            await server.stop(1.0)
 
     asyncio.run(main())

@@ -237,11 +237,18 @@ def test_cancel_streaming_call_is_seen_by_handler(pb: Any, sync_server: Any) -> 
     ctx = courier.Context.background().child()
     it = ch.server_streaming(ctx, svc.method("UnaryStream"), pb.TestRequest(s="s", count=1000, sleep_ms=10))
     assert next(it).index == 0
+    assert impl.seen_cancelled == []
     it.cancel()
     with pytest.raises(courier.RpcError) as e:
         for _ in it:
             pass
     assert e.value.code == StatusCode.CANCELLED
+    # The handler saw its ctx turn cancelled and stopped long before 1000 replies.
+    for _ in range(200):
+        if impl.seen_cancelled:
+            break
+        time.sleep(0.01)
+    assert impl.seen_cancelled == ["s"]
 
 
 def test_stop_drains_calls_in_flight(pb: Any) -> None:
@@ -261,12 +268,40 @@ def test_stop_drains_calls_in_flight(pb: Any) -> None:
 
 
 def test_handler_calling_its_own_server_does_not_deadlock(pb: Any) -> None:
-    server, port, impl = start_sync_server(pb, max_concurrency=2)
+    """Handlers that hold their thread (100 ms), then call another method
+    (another service) of their own server and wait for it. With fewer such
+    calls at once than handler threads, all succeed: a free thread serves the
+    inner calls. With more, every thread waits on an inner call that needs a
+    thread (thread-pool starvation, as with any fixed pool such as grpcio's):
+    how many depends on timing; those calls end at their deadline, not later,
+    and the server then serves again. Handlers that call their own server need `max_concurrency` above
+    the number of such calls at once (py/README.md)."""
+    threads = 4
+    other = make_service(pb, name="courier.test.Other")
+    server, port, impl = start_sync_server(pb, max_concurrency=threads, services=[other])
     try:
         ch, svc = client(pb, port)
-        impl.downstream = (ch, svc.method("UnaryUnary"))
-        r = ch.unary(courier.Context.background().with_timeout(5), svc.method("UnaryUnary"), pb.TestRequest(s="hop"))
-        assert r.s == "hop"
+        impl.downstream = (ch, other.method("UnaryUnary"))
+        m = svc.method("UnaryUnary")
+        hop = pb.TestRequest(s="hop", sleep_ms=100)
+
+        def call(timeout: float) -> Any:
+            return ch.unary(courier.Context.background().with_timeout(timeout), m, hop)
+
+        n = 3 * threads
+        with ThreadPoolExecutor(n) as pool:
+            for _ in range(2):
+                calls = [pool.submit(call, 5.0) for _ in range(threads - 1)]
+                assert [c.result().s for c in calls] == ["hop"] * (threads - 1)
+            t0 = time.monotonic()
+            calls = [pool.submit(call, 1.0) for _ in range(n)]
+            for c in calls:
+                try:
+                    assert c.result().s == "hop"
+                except courier.RpcError as e:
+                    assert e.code == StatusCode.DEADLINE_EXCEEDED
+            assert time.monotonic() - t0 < 2.5
+        assert call(5.0).s == "hop"
     finally:
         server.stop(1.0)
 
