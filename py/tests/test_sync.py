@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -11,7 +12,7 @@ import pytest
 
 import courier
 from courier import StatusCode
-from testservice import make_service, start_sync_server
+from testservice import SyncTest, handlers, make_service, start_sync_server
 
 
 def client(pb: Any, port: int) -> tuple[courier.Channel, Any]:
@@ -337,3 +338,55 @@ def test_server_lifecycle_errors(pb: Any) -> None:
     with pytest.raises(ValueError, match="missing"):
         s.add_handlers(make_service(pb, name="x.Y"), {"UnaryUnary": lambda c, r: r})
     threading.Thread(target=s.stop, args=(0.1,)).start()
+
+
+def check_exception_logged(caplog: pytest.LogCaptureFixture, method: str) -> None:
+    """One ERROR record on `courier.server` for the handler's ValueError, with its traceback."""
+    records = [r for r in caplog.records if r.name == "courier.server" and r.levelno == logging.ERROR]
+    assert len(records) == 1, caplog.text
+    r = records[0]
+    assert method in r.getMessage()
+    assert r.exc_info is not None and r.exc_info[0] is ValueError and str(r.exc_info[1]) == "handler bug"
+    assert "Traceback (most recent call last)" in caplog.text and "in UnaryUnary" in caplog.text
+
+
+def test_handler_exception_is_logged_with_traceback_and_counted(pb: Any, sync_server: Any, caplog: pytest.LogCaptureFixture) -> None:
+    server, port, _ = sync_server
+    ch, svc = client(pb, port)
+    caplog.set_level(logging.ERROR, logger="courier.server")
+    assert server.stats.exceptions == 0
+    with pytest.raises(courier.RpcError) as e:
+        ch.unary(courier.Context.background().with_timeout(5), svc.method("UnaryUnary"), pb.TestRequest(s="raise"))
+    assert e.value.code == StatusCode.INTERNAL
+    assert server.stats.exceptions == 1
+    check_exception_logged(caplog, "/courier.test.Test/UnaryUnary")
+
+
+def test_ctx_method_and_closed_channel(pb: Any) -> None:
+    seen: list[Any] = []
+
+    def unary(ctx: courier.Context, req: Any) -> Any:
+        seen.append(ctx.method)
+        return pb.TestResponse(s=req.s)
+
+    server = courier.Server(workers=1, max_concurrency=2)
+    server.add_handlers(make_service(pb), {**handlers(SyncTest(pb)), "UnaryUnary": unary})
+    port = server.listen("127.0.0.1:0")
+    server.start()
+    try:
+        ch, svc = client(pb, port)
+        m = svc.method("UnaryUnary")
+        assert ch.unary(courier.Context.background().with_timeout(5), m, pb.TestRequest(s="m")).s == "m"
+        assert seen == ["/courier.test.Test/UnaryUnary"]
+        with ch:
+            pass
+        for use in (
+            lambda: ch.unary(courier.Context.background(), m, pb.TestRequest()),
+            lambda: ch.server_streaming(courier.Context.background(), svc.method("UnaryStream"), pb.TestRequest()),
+            lambda: ch.client_streaming(courier.Context.background(), svc.method("StreamUnary"), []),
+            lambda: ch.bidi_streaming(courier.Context.background(), svc.method("StreamStream"), []),
+        ):
+            with pytest.raises(ValueError, match="the channel is closed"):
+                use()
+    finally:
+        server.stop(1.0)
