@@ -245,7 +245,10 @@ class Server:
             self._loop.remove_reader(fd)
 
     async def stop(self, grace: Optional[float] = 5.0) -> None:
-        """Stops accepting calls and lets those in flight finish for up to `grace` seconds."""
+        """Stops accepting calls (new ones get UNAVAILABLE), lets those in
+        flight finish for up to `grace` seconds, then cancels the rest: their
+        handlers see `ctx.cancelled`, their clients get UNAVAILABLE as the
+        connections close."""
         loop = asyncio.get_running_loop()
         # The loop keeps serving calls in flight while the core drains.
         await loop.run_in_executor(None, self._core.shutdown, 0.0 if grace is None else grace)
@@ -285,6 +288,7 @@ class Server:
             self._stopping = asyncio.ensure_future(self.stop(grace))
 
     async def __aenter__(self) -> "Server":
+        """`async with Server() as s:` does not start the server; leaving the block is `await stop(1.0)`."""
         return self
 
     async def __aexit__(self, exc_type: Optional[Type[BaseException]], exc: Optional[BaseException], tb: Optional[TracebackType]) -> None:
