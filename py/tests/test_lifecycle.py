@@ -15,7 +15,8 @@ import pytest
 import courier
 import courier.aio
 from courier import StatusCode
-from testservice import AsyncTest, SyncTest, handlers, make_service, spawn_server_process
+from obs_support import get_text, metric_samples, wait_for
+from testservice import AsyncTest, Impl, SyncTest, handlers, make_service, spawn_server_process
 
 GRACE = 3.0  # serve.py's grace
 REFUSED = (StatusCode.UNAVAILABLE,)
@@ -31,14 +32,14 @@ def test_signal_drains_the_server_process(pb: Any, flavour: str, sig: signal.Sig
     """`Server.wait()` / `await aio.Server.wait()`: the signal stops the server
     gracefully: the call in flight succeeds, new calls are refused, the
     process exits 0 within the grace."""
-    proc, port, _ = spawn_server_process(pb, flavour, "wait")
+    proc, port, debug_addr = spawn_server_process(pb, flavour, "wait")
     try:
         ch = courier.Channel(f"127.0.0.1:{port}")
         m = make_service(pb).method("UnaryUnary")
         assert ch.unary(ctx(5), m, pb.TestRequest(s="warm")).s == "warm"
         with ThreadPoolExecutor(1) as pool:
             inflight = pool.submit(ch.unary, ctx(10), m, pb.TestRequest(s="inflight", sleep_ms=1000))
-            time.sleep(0.2)  # the handler is running
+            wait_for(lambda: in_flight(debug_addr) or None, 5, "the call in flight at the server", every=0.01)
             t0 = time.monotonic()
             proc.send_signal(sig)
             time.sleep(0.1)
@@ -56,6 +57,15 @@ def test_signal_drains_the_server_process(pb: Any, flavour: str, sig: signal.Sig
         if proc.poll() is None:
             proc.kill()
             proc.wait()
+
+
+def in_flight(debug_addr: str) -> float:
+    text = get_text(debug_addr, "/metrics")
+    return sum(v for _, v in metric_samples(text, "courier_server_in_flight", service="courier.test.Test", method="UnaryUnary"))
+
+
+def wait_started(impl: Impl, n: int) -> None:
+    wait_for(lambda: impl.started >= n or None, 5, f"{n} handlers started", every=0.01)
 
 
 def test_sigterm_with_nothing_in_flight_exits_at_once(pb: Any) -> None:
@@ -91,7 +101,7 @@ def test_sync_server_context_manager_stops_on_exit(pb: Any) -> None:
             assert ch.unary(ctx(5), m, pb.TestRequest(s="in")).s == "in"
             short = pool.submit(ch.unary, ctx(10), m, pb.TestRequest(s="short", sleep_ms=300))
             long = pool.submit(ch.unary, ctx(10), m, pb.TestRequest(s="long", sleep_ms=8000))
-            time.sleep(0.1)
+            wait_started(impl, 3)
             t0 = time.monotonic()
         assert time.monotonic() - t0 < 2.5, "exit is stop(1.0)"
         assert short.result(timeout=5).s == "short"
@@ -124,7 +134,8 @@ def test_aio_server_context_manager_stops_on_exit(pb: Any) -> None:
             assert (await ch.unary(ctx(5), m, pb.TestRequest(s="in"))).s == "in"
             short = asyncio.ensure_future(ch.unary(ctx(10), m, pb.TestRequest(s="short", sleep_ms=300)))
             long = asyncio.ensure_future(ch.unary(ctx(10), m, pb.TestRequest(s="long", sleep_ms=8000)))
-            await asyncio.sleep(0.1)
+            while impl.started < 3:
+                await asyncio.sleep(0.01)
             t0 = time.monotonic()
         assert time.monotonic() - t0 < 2.5, "exit is stop(1.0)"
         await server.wait()  # returns at once: stopped
