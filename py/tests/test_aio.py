@@ -264,3 +264,23 @@ def test_ctx_method_and_closed_channel(pb: Any) -> None:
                 ch.bidi_streaming(bg, svc.method("StreamStream"), reqs())
 
     asyncio.run(main())
+
+
+def test_cancel_streaming_call_is_seen_by_handler(pb: Any) -> None:
+    async def body(ch: courier.aio.Channel, svc: Any, impl: AsyncTest, server: Any) -> None:
+        ctx = courier.Context.background().child()
+        it = ch.server_streaming(ctx, svc.method("UnaryStream"), pb.TestRequest(s="s", count=1000, sleep_ms=10))
+        assert (await it.__anext__()).index == 0
+        assert impl.seen_cancelled == []
+        ctx.cancel()
+        with pytest.raises(courier.RpcError) as e:
+            async for _ in it:
+                pass
+        assert e.value.code == StatusCode.CANCELLED
+        for _ in range(200):
+            if impl.seen_cancelled:
+                break
+            await asyncio.sleep(0.01)
+        assert impl.seen_cancelled == ["s"]
+
+    run(pb, body)

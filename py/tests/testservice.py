@@ -147,10 +147,17 @@ class AsyncTest(Impl):
 
     async def UnaryStream(self, ctx: courier.Context, req: Any) -> AsyncIterator[Any]:
         self.begin(ctx, req)
-        for i in range(req.count):
-            if req.sleep_ms:
-                await asyncio.sleep(req.sleep_ms / 1000)
-            yield self.respond(ctx, req, i)
+        try:
+            for i in range(req.count):
+                if req.sleep_ms:
+                    await asyncio.sleep(req.sleep_ms / 1000)
+                if ctx.cancelled:
+                    return
+                yield self.respond(ctx, req, i)
+        finally:
+            if ctx.cancelled:
+                with self.lock:
+                    self.seen_cancelled.append(req.s)
 
     async def StreamUnary(self, ctx: courier.Context, reqs: AsyncIterator[Any]) -> Any:
         s, payload = [], []
