@@ -48,6 +48,18 @@ def codes_answered(debug_addr: str) -> dict[str, float]:
     return {labels["code"]: value for labels, value in samples if value}
 
 
+def largest_mappings(pid: int, n: int = 4) -> list[tuple[int, str]]:
+    """The `n` mappings of `pid` with the most resident KiB: (KiB, mapping line)."""
+    maps: list[tuple[int, str]] = []
+    head = ""
+    for line in pathlib.Path(f"/proc/{pid}/smaps").read_text().splitlines():
+        if re.match(r"^[0-9a-f]+-[0-9a-f]+ ", line):
+            head = line
+        elif line.startswith("Rss:"):
+            maps.append((int(line.split()[1]), head))
+    return sorted(maps, reverse=True)[:n]
+
+
 def python_objects(debug_addr: str) -> int:
     """Objects the server's Python gc tracks (its debug page /py/gc)."""
     return int(json.loads(get_text(debug_addr, "/py/gc"))["objects_tracked"])
@@ -79,7 +91,7 @@ def test_200k_calls_keep_rss_flat(pb: Any, tmp_path: pathlib.Path, flavour: str)
             later = rss_kib(proc.pid)
             pytest.fail(
                 f"RSS grew by {growth} KiB over {CALLS} calls; Python objects tracked: {objects_before} before, "
-                f"{python_objects(debug_addr)} after; RSS 11 s later {later} KiB"
+                f"{python_objects(debug_addr)} after; RSS 11 s later {later} KiB; largest mappings: {largest_mappings(proc.pid)}"
             )
     finally:
         assert proc.stdin is not None
