@@ -52,6 +52,12 @@ class Impl:
         if req.app_error:
             raise courier.AppError(req.app_error, "app error as asked")
 
+    def note_cancelled(self, ctx: courier.Context, req: Any) -> None:
+        """Records that the handler of `req` saw its ctx cancelled."""
+        if ctx.cancelled:
+            with self.lock:
+                self.seen_cancelled.append(req.s)
+
     def respond(self, ctx: courier.Context, req: Any, index: int = 0) -> Any:
         resp = self.pb.TestResponse(s=req.s, payload=req.payload, index=index, request_id=ctx.request_id)
         if req.echo_header:
@@ -104,9 +110,7 @@ class SyncTest(Impl):
                 yield self.respond(ctx, req, i)
         finally:
             # Left early, or closed by the server when a send failed.
-            if ctx.cancelled:
-                with self.lock:
-                    self.seen_cancelled.append(req.s)
+            self.note_cancelled(ctx, req)
 
     def StreamUnary(self, ctx: courier.Context, reqs: Iterator[Any]) -> Any:
         s, payload = [], []
@@ -155,9 +159,7 @@ class AsyncTest(Impl):
                     return
                 yield self.respond(ctx, req, i)
         finally:
-            if ctx.cancelled:
-                with self.lock:
-                    self.seen_cancelled.append(req.s)
+            self.note_cancelled(ctx, req)
 
     async def StreamUnary(self, ctx: courier.Context, reqs: AsyncIterator[Any]) -> Any:
         s, payload = [], []
