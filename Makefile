@@ -29,7 +29,8 @@ test-py: py-dev tools java-peer go-peer
 typecheck: py-dev
 	$(VENV)/bin/mypy --strict py/python/courier
 	cd py/tests && $(VENV)/bin/mypy --strict --config-file ../../pyproject.toml .
-	cd tests/interop && $(VENV)/bin/mypy --strict --config-file ../../pyproject.toml conftest.py courier_service.py matrix_clients.py test_matrix.py grpc_testing_server.py test_grpc_interop_cases.py test_demo.py
+	cd tests/interop && $(VENV)/bin/mypy --strict --config-file ../../pyproject.toml conftest.py courier_service.py matrix_clients.py test_matrix.py grpc_testing_server.py test_grpc_interop_cases.py test_courier_client_to_grpcio.py test_courier_to_courier.py test_grpcio_client_to_courier.py test_demo.py
+	cd tests && MYPYPATH=../py/tests $(VENV)/bin/mypy --strict --config-file ../pyproject.toml demo.py
 
 # The Go binding (go-cgo/): `go generate` builds the static core into go-cgo/lib
 # (debug here: it shares cargo test's build), then the Go tests run with the

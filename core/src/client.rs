@@ -295,6 +295,21 @@ fn from_tonic(s: tonic::Status) -> Status {
     if let Some(m) = mapped {
         return m;
     }
+    // hyper cancels a request it had not sent when its connection closes
+    // (e.g. the server's GOAWAY raced the call); tonic reports that as
+    // CANCELLED, but the caller cancelled nothing: the server is going away
+    // and never saw the call, which gRPC calls UNAVAILABLE.
+    if is_hyper_canceled(&s) {
+        return Status::unavailable(format!("connection closing, call not sent: {}", s.message()));
+    }
+    // The connection broke under a call (e.g. the server's grace ran out):
+    // tonic says UNKNOWN "transport error"; the gRPC spec says UNAVAILABLE,
+    // as grpcio and grpc-go report it.
+    if s.code() == tonic::Code::Unknown {
+        if let Some(cause) = transport_cause(&s) {
+            return Status::unavailable(format!("connection lost: {cause}"));
+        }
+    }
     // A TLS failure surfacing through HTTP/2 (e.g. the server refused our
     // client certificate after the handshake): say what it was, not just
     // "transport error", and count it.
@@ -303,6 +318,30 @@ fn from_tonic(s: tonic::Status) -> Status {
         return Status::unavailable(format!("TLS: {msg}"));
     }
     s.into()
+}
+
+fn is_hyper_canceled(s: &tonic::Status) -> bool {
+    let mut e: Option<&(dyn std::error::Error + 'static)> = std::error::Error::source(s);
+    while let Some(err) = e {
+        if err.downcast_ref::<hyper::Error>().is_some_and(hyper::Error::is_canceled) {
+            return true;
+        }
+        e = err.source();
+    }
+    false
+}
+
+/// The innermost HTTP/2 or I/O error under a tonic status, if any.
+fn transport_cause(s: &tonic::Status) -> Option<String> {
+    let mut e: Option<&(dyn std::error::Error + 'static)> = std::error::Error::source(s);
+    let mut found = None;
+    while let Some(err) = e {
+        if err.is::<hyper::Error>() || err.is::<h2::Error>() || err.is::<std::io::Error>() {
+            found = Some(err.to_string());
+        }
+        e = err.source();
+    }
+    found
 }
 
 fn downstream(s: Status) -> Status {

@@ -1252,13 +1252,17 @@ pub fn method_summaries() -> Vec<MethodSummary> {
     server_methods()
         .iter()
         .map(|m| {
+            // OK first: calls finishing meanwhile only raise the total read
+            // after it, so errors cannot go below zero (which panicked in
+            // debug builds and read as 2^64 - n in release ones).
+            let ok = m.count(Code::Ok);
             let total = m.total();
             let ls = m.last_call_ns.load(Relaxed);
             MethodSummary {
                 service: m.service.to_string(),
                 method: m.method.to_string(),
                 requests: total,
-                errors: total - m.count(Code::Ok),
+                errors: total - ok,
                 in_flight: m.in_flight(),
                 queue_size: m.queue_size(),
                 latency: m.latency(),
@@ -1273,13 +1277,14 @@ pub fn client_method_summaries() -> Vec<MethodSummary> {
     client_methods()
         .iter()
         .map(|m| {
+            let ok = m.count(Code::Ok); // first, as in `method_summaries`
             let total: u64 = m.codes.iter().map(|c| c.load(Relaxed)).sum();
             let ls = m.last_call_ns.load(Relaxed);
             MethodSummary {
                 service: m.service.to_string(),
                 method: m.method.to_string(),
                 requests: total,
-                errors: total - m.count(Code::Ok),
+                errors: total - ok,
                 in_flight: m.in_flight.load(Relaxed),
                 queue_size: 0,
                 latency: m.latency(),
@@ -1468,6 +1473,31 @@ mod tests {
         assert!(text.contains("courier_server_requests_total{service=\"stats.unit.S\",method=\"Count\",code=\"NOT_FOUND\"} 1"), "{text}");
         assert!(text.contains("courier_server_client_rejections_total{client=\"alice-unit\",reason=\"rate_limited\"} 1"));
         assert!(text.contains("courier_server_latency_seconds_bucket{service=\"stats.unit.S\",method=\"Count\",le=\"+Inf\"} 3"));
+    }
+
+    #[test]
+    fn summaries_read_while_calls_finish_count_no_negative_errors() {
+        let d = desc("/stats.unit.S/Race");
+        let m = register_server_method(&d);
+        let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let finisher = std::thread::spawn({
+            let stop = stop.clone();
+            move || {
+                let mut h = HeaderMap::new();
+                while !stop.load(Relaxed) {
+                    ServerCall::start(&d, None, None, &mut h, Instant::now()).finish(Code::Ok, None);
+                }
+            }
+        });
+        while m.count(Code::Ok) < 1000 {
+            std::thread::yield_now();
+        }
+        for _ in 0..20_000 {
+            let s = method_summaries().into_iter().find(|s| s.method == "Race").unwrap();
+            assert!(s.errors <= s.requests, "{} errors of {} calls", s.errors, s.requests);
+        }
+        stop.store(true, Relaxed);
+        finisher.join().unwrap();
     }
 
     #[test]

@@ -6,12 +6,13 @@ from __future__ import annotations
 import http.client
 import os
 import pathlib
+import re
 import shutil
 import socket
 import subprocess
 import sys
 import time
-from typing import Callable, Optional, Tuple, TypeVar
+from typing import Callable, Dict, List, Optional, Tuple, TypeVar
 
 # The debug server's unix-socket transport, as `courier deps` uses it.
 from courier._deps import _UnixConnection
@@ -107,3 +108,19 @@ def read_line(p: "subprocess.Popen[str]", prefix: str, timeout: float = 30.0) ->
         if line.startswith(prefix):
             return line[len(prefix) :].strip()
     raise AssertionError(f"no {prefix!r} line in {timeout} s")
+
+
+def metric_samples(text: str, name: str, **labels: str) -> List[Tuple[Dict[str, str], float]]:
+    """The samples (labels, value) of metric `name` in the Prometheus text `text`
+    whose labels include `labels`."""
+    out = []
+    for line in text.splitlines():
+        if not line.startswith(name + "{") and not line.startswith(name + " "):
+            continue
+        m = re.match(r"^([a-z_]+)(\{(.*)\})? (\S+)$", line)
+        if not m or m.group(1) != name:
+            continue
+        got = dict(re.findall(r'(\w+)="((?:[^"\\]|\\.)*)"', m.group(3) or ""))
+        if all(got.get(k) == v for k, v in labels.items()):
+            out.append((got, float(m.group(4))))
+    return out

@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import threading
 from concurrent import futures
-from typing import Any, Iterator
+from typing import Any, AsyncIterator, Iterator, Optional, Tuple
 
 import grpc
 import grpc.aio
@@ -45,10 +46,34 @@ def grpcio_calls(pb: Any, pb_grpc: Any, port: int) -> None:
         assert ("x-echo-trailer", "v") in call.trailing_metadata()
 
 
+async def grpcio_aio_calls(pb: Any, pb_grpc: Any, port: int) -> None:
+    """Every kind, a status and a deadline from a stock grpc.aio client."""
+
+    async def reqs(*s: str) -> AsyncIterator[Any]:
+        for x in s:
+            yield pb.TestRequest(s=x)
+
+    async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as ch:
+        stub = pb_grpc.TestStub(ch)
+        assert (await stub.UnaryUnary(pb.TestRequest(s="aio"), timeout=5)).s == "aio"
+        assert [r.index async for r in stub.UnaryStream(pb.TestRequest(count=3), timeout=5)] == [0, 1, 2]
+        assert (await stub.StreamUnary(reqs("x", "y"), timeout=5)).s == "xy"
+        assert [r.s async for r in stub.StreamStream(reqs("p", "q"), timeout=5)] == ["p", "q"]
+        with pytest.raises(grpc.aio.AioRpcError) as e:
+            await stub.UnaryUnary(pb.TestRequest(fail_code=5, fail_message="no such"), timeout=5)
+        assert (e.value.code(), e.value.details()) == (grpc.StatusCode.NOT_FOUND, "no such")
+        with pytest.raises(grpc.aio.AioRpcError) as e:
+            await stub.UnaryUnary(pb.TestRequest(sleep_ms=2000), timeout=0.2)
+        assert e.value.code() == grpc.StatusCode.DEADLINE_EXCEEDED
+        r = await stub.UnaryUnary(pb.TestRequest(report_deadline=True), timeout=3)
+        assert 2000 <= r.deadline_ms <= 3100
+
+
 def test_grpcio_client_to_courier_sync_server(pb: Any, pb_grpc: Any) -> None:
     server, port, _ = start_sync_server(pb)
     try:
         grpcio_calls(pb, pb_grpc, port)
+        asyncio.run(grpcio_aio_calls(pb, pb_grpc, port))
     finally:
         server.stop(1.0)
 
@@ -89,9 +114,7 @@ def test_grpcio_client_to_courier_aio_server(pb: Any, pb_grpc: Any) -> None:
         try:
             # The blocking grpcio client runs on a thread; the loop serves.
             await asyncio.get_running_loop().run_in_executor(None, grpcio_calls, pb, pb_grpc, port)
-            async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as ch:
-                stub = pb_grpc.TestStub(ch)
-                assert (await stub.UnaryUnary(pb.TestRequest(s="aio"), timeout=5)).s == "aio"
+            await grpcio_aio_calls(pb, pb_grpc, port)
         finally:
             await server.stop(1.0)
 
@@ -104,12 +127,19 @@ class GrpcioTest:
     def __init__(self, pb: Any) -> None:
         self.pb = pb
 
-    def _check(self, req: Any, context: Any) -> None:
+    def _failure(self, req: Any, context: Any) -> Optional[Tuple[grpc.StatusCode, str]]:
+        """The status `req` asks for (trailers set), or None."""
         if req.fail_code:
-            context.abort(grpc.StatusCode(next(c for c in grpc.StatusCode if c.value[0] == req.fail_code)), req.fail_message)
+            return next(c for c in grpc.StatusCode if c.value[0] == req.fail_code), req.fail_message
         if req.app_error:
             context.set_trailing_metadata([("courier-app-error", f"courier.test.TestError:{req.app_error}")])
-            context.abort(grpc.StatusCode.FAILED_PRECONDITION, "app error as asked")
+            return grpc.StatusCode.FAILED_PRECONDITION, "app error as asked"
+        return None
+
+    def _check(self, req: Any, context: Any) -> None:
+        failure = self._failure(req, context)
+        if failure is not None:
+            context.abort(*failure)
 
     def _resp(self, req: Any, context: Any, index: int = 0) -> Any:
         resp = self.pb.TestResponse(s=req.s, payload=req.payload, index=index)
@@ -142,16 +172,67 @@ class GrpcioTest:
             yield self._resp(r, context, i)
 
 
-@pytest.fixture
-def grpcio_server(pb: Any, pb_grpc: Any) -> Iterator[int]:
-    server = grpc.server(futures.ThreadPoolExecutor(8))
-    pb_grpc.add_TestServicer_to_server(GrpcioTest(pb), server)
-    port = server.add_insecure_port("127.0.0.1:0")
-    server.start()
+class AsyncGrpcioTest(GrpcioTest):
+    """courier.test.Test on a stock grpc.aio server."""
+
+    async def _acheck(self, req: Any, context: Any) -> None:
+        failure = self._failure(req, context)
+        if failure is not None:
+            await context.abort(*failure)
+
+    async def UnaryUnary(self, req: Any, context: Any) -> Any:
+        await self._acheck(req, context)
+        return self._resp(req, context)
+
+    async def UnaryStream(self, req: Any, context: Any) -> AsyncIterator[Any]:  # type: ignore[override]
+        await self._acheck(req, context)
+        for i in range(req.count):
+            yield self._resp(req, context, i)
+
+    async def StreamUnary(self, reqs: Any, context: Any) -> Any:
+        return self.pb.TestResponse(s="".join([r.s async for r in reqs]))
+
+    async def StreamStream(self, reqs: Any, context: Any) -> AsyncIterator[Any]:  # type: ignore[override]
+        i = 0
+        async for r in reqs:
+            await self._acheck(r, context)
+            yield self._resp(r, context, i)
+            i += 1
+
+
+@pytest.fixture(params=["grpc", "grpc.aio"])
+def grpcio_server(request: pytest.FixtureRequest, pb: Any, pb_grpc: Any) -> Iterator[int]:
+    """A stock grpcio server of courier.test.Test: `grpc.server`, or
+    `grpc.aio.server` on an event loop of its own thread."""
+    if request.param == "grpc":
+        server = grpc.server(futures.ThreadPoolExecutor(8))
+        pb_grpc.add_TestServicer_to_server(GrpcioTest(pb), server)
+        port = server.add_insecure_port("127.0.0.1:0")
+        server.start()
+        try:
+            yield port
+        finally:
+            server.stop(0)
+        return
+    loop = asyncio.new_event_loop()
+    thread = threading.Thread(target=loop.run_forever, name="grpc-aio-server", daemon=True)
+    thread.start()
+
+    async def start() -> Tuple[grpc.aio.Server, int]:
+        server = grpc.aio.server()
+        pb_grpc.add_TestServicer_to_server(AsyncGrpcioTest(pb), server)
+        port = server.add_insecure_port("127.0.0.1:0")
+        await server.start()
+        return server, port
+
+    aio_server, port = asyncio.run_coroutine_threadsafe(start(), loop).result(10)
     try:
         yield port
     finally:
-        server.stop(0)
+        asyncio.run_coroutine_threadsafe(aio_server.stop(0), loop).result(10)
+        loop.call_soon_threadsafe(loop.stop)
+        thread.join(10)
+        loop.close()
 
 
 def test_courier_sync_client_to_grpcio_server(pb: Any, grpcio_server: int) -> None:
@@ -183,6 +264,7 @@ def test_courier_aio_client_to_grpcio_server(pb: Any, grpcio_server: int) -> Non
         assert (await ch.unary(ctx, svc.method("UnaryUnary"), pb.TestRequest(s="a"))).s == "a"
         assert [r.index async for r in ch.server_streaming(ctx, svc.method("UnaryStream"), pb.TestRequest(count=2))] == [0, 1]
         assert (await ch.client_streaming(ctx, svc.method("StreamUnary"), [pb.TestRequest(s="x")])).s == "x"
+        assert [r.s async for r in ch.bidi_streaming(ctx, svc.method("StreamStream"), [pb.TestRequest(s="p"), pb.TestRequest(s="q")])] == ["p", "q"]
         with pytest.raises(courier.RpcError) as e:
             await ch.unary(ctx, svc.method("UnaryUnary"), pb.TestRequest(fail_code=3, fail_message="bad"))
         assert e.value.code == StatusCode.INVALID_ARGUMENT

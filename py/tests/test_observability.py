@@ -21,7 +21,7 @@ import pytest
 import courier
 import courier.aio
 from courier import StatusCode
-from obs_support import free_port, get_text, http_request, python_subprocess, read_line, tool, wait_for
+from obs_support import free_port, get_text, http_request, metric_samples, python_subprocess, read_line, tool, wait_for
 from testservice import AsyncTest, handlers, make_service, start_sync_server
 
 
@@ -39,15 +39,8 @@ def _traffic(pb: Any, port: int, ok: int = 10, fail: int = 3) -> courier.Channel
 
 def _metric(text: str, name: str, **labels: str) -> float:
     """The value of one sample of the Prometheus text `text`."""
-    for line in text.splitlines():
-        if not line.startswith(name + "{") and not line.startswith(name + " "):
-            continue
-        m = re.match(r"^([a-z_]+)(\{(.*)\})? (\S+)$", line)
-        if not m or m.group(1) != name:
-            continue
-        got = dict(re.findall(r'(\w+)="((?:[^"\\]|\\.)*)"', m.group(3) or ""))
-        if all(got.get(k) == v for k, v in labels.items()):
-            return float(m.group(4))
+    for _, value in metric_samples(text, name, **labels):
+        return value
     raise KeyError(f"{name}{labels} not in /metrics")
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -11,7 +12,7 @@ import pytest
 
 import courier
 from courier import StatusCode
-from testservice import make_service, start_sync_server
+from testservice import SyncTest, handlers, make_service, start_sync_server
 
 
 def client(pb: Any, port: int) -> tuple[courier.Channel, Any]:
@@ -237,11 +238,18 @@ def test_cancel_streaming_call_is_seen_by_handler(pb: Any, sync_server: Any) -> 
     ctx = courier.Context.background().child()
     it = ch.server_streaming(ctx, svc.method("UnaryStream"), pb.TestRequest(s="s", count=1000, sleep_ms=10))
     assert next(it).index == 0
+    assert impl.seen_cancelled == []
     it.cancel()
     with pytest.raises(courier.RpcError) as e:
         for _ in it:
             pass
     assert e.value.code == StatusCode.CANCELLED
+    # The handler saw its ctx turn cancelled and stopped long before 1000 replies.
+    for _ in range(200):
+        if impl.seen_cancelled:
+            break
+        time.sleep(0.01)
+    assert impl.seen_cancelled == ["s"]
 
 
 def test_stop_drains_calls_in_flight(pb: Any) -> None:
@@ -261,12 +269,40 @@ def test_stop_drains_calls_in_flight(pb: Any) -> None:
 
 
 def test_handler_calling_its_own_server_does_not_deadlock(pb: Any) -> None:
-    server, port, impl = start_sync_server(pb, max_concurrency=2)
+    """Handlers that hold their thread (100 ms), then call another method
+    (another service) of their own server and wait for it. With fewer such
+    calls at once than handler threads, all succeed: a free thread serves the
+    inner calls. With more, every thread waits on an inner call that needs a
+    thread (thread-pool starvation, as with any fixed pool such as grpcio's):
+    how many depends on timing; those calls end at their deadline, not later,
+    and the server then serves again. Handlers that call their own server need `max_concurrency` above
+    the number of such calls at once (py/README.md)."""
+    threads = 4
+    other = make_service(pb, name="courier.test.Other")
+    server, port, impl = start_sync_server(pb, max_concurrency=threads, services=[other])
     try:
         ch, svc = client(pb, port)
-        impl.downstream = (ch, svc.method("UnaryUnary"))
-        r = ch.unary(courier.Context.background().with_timeout(5), svc.method("UnaryUnary"), pb.TestRequest(s="hop"))
-        assert r.s == "hop"
+        impl.downstream = (ch, other.method("UnaryUnary"))
+        m = svc.method("UnaryUnary")
+        hop = pb.TestRequest(s="hop", sleep_ms=100)
+
+        def call(timeout: float) -> Any:
+            return ch.unary(courier.Context.background().with_timeout(timeout), m, hop)
+
+        n = 3 * threads
+        with ThreadPoolExecutor(n) as pool:
+            for _ in range(2):
+                calls = [pool.submit(call, 5.0) for _ in range(threads - 1)]
+                assert [c.result().s for c in calls] == ["hop"] * (threads - 1)
+            t0 = time.monotonic()
+            calls = [pool.submit(call, 1.0) for _ in range(n)]
+            for c in calls:
+                try:
+                    assert c.result().s == "hop"
+                except courier.RpcError as e:
+                    assert e.code == StatusCode.DEADLINE_EXCEEDED
+            assert time.monotonic() - t0 < 2.5
+        assert call(5.0).s == "hop"
     finally:
         server.stop(1.0)
 
@@ -302,3 +338,55 @@ def test_server_lifecycle_errors(pb: Any) -> None:
     with pytest.raises(ValueError, match="missing"):
         s.add_handlers(make_service(pb, name="x.Y"), {"UnaryUnary": lambda c, r: r})
     threading.Thread(target=s.stop, args=(0.1,)).start()
+
+
+def check_exception_logged(caplog: pytest.LogCaptureFixture, method: str) -> None:
+    """One ERROR record on `courier.server` for the handler's ValueError, with its traceback."""
+    records = [r for r in caplog.records if r.name == "courier.server" and r.levelno == logging.ERROR]
+    assert len(records) == 1, caplog.text
+    r = records[0]
+    assert method in r.getMessage()
+    assert r.exc_info is not None and r.exc_info[0] is ValueError and str(r.exc_info[1]) == "handler bug"
+    assert "Traceback (most recent call last)" in caplog.text and "in UnaryUnary" in caplog.text
+
+
+def test_handler_exception_is_logged_with_traceback_and_counted(pb: Any, sync_server: Any, caplog: pytest.LogCaptureFixture) -> None:
+    server, port, _ = sync_server
+    ch, svc = client(pb, port)
+    caplog.set_level(logging.ERROR, logger="courier.server")
+    assert server.stats.exceptions == 0
+    with pytest.raises(courier.RpcError) as e:
+        ch.unary(courier.Context.background().with_timeout(5), svc.method("UnaryUnary"), pb.TestRequest(s="raise"))
+    assert e.value.code == StatusCode.INTERNAL
+    assert server.stats.exceptions == 1
+    check_exception_logged(caplog, "/courier.test.Test/UnaryUnary")
+
+
+def test_ctx_method_and_closed_channel(pb: Any) -> None:
+    seen: list[Any] = []
+
+    def unary(ctx: courier.Context, req: Any) -> Any:
+        seen.append(ctx.method)
+        return pb.TestResponse(s=req.s)
+
+    server = courier.Server(workers=1, max_concurrency=2)
+    server.add_handlers(make_service(pb), {**handlers(SyncTest(pb)), "UnaryUnary": unary})
+    port = server.listen("127.0.0.1:0")
+    server.start()
+    try:
+        ch, svc = client(pb, port)
+        m = svc.method("UnaryUnary")
+        assert ch.unary(courier.Context.background().with_timeout(5), m, pb.TestRequest(s="m")).s == "m"
+        assert seen == ["/courier.test.Test/UnaryUnary"]
+        with ch:
+            pass
+        for use in (
+            lambda: ch.unary(courier.Context.background(), m, pb.TestRequest()),
+            lambda: ch.server_streaming(courier.Context.background(), svc.method("UnaryStream"), pb.TestRequest()),
+            lambda: ch.client_streaming(courier.Context.background(), svc.method("StreamUnary"), []),
+            lambda: ch.bidi_streaming(courier.Context.background(), svc.method("StreamStream"), []),
+        ):
+            with pytest.raises(ValueError, match="the channel is closed"):
+                use()
+    finally:
+        server.stop(1.0)

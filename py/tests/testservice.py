@@ -4,9 +4,12 @@ the semantics documented in tests/protos/courier/test/test.proto."""
 from __future__ import annotations
 
 import asyncio
+import pathlib
+import subprocess
+import sys
 import threading
 import time
-from typing import Any, AsyncIterator, Iterator, Tuple
+from typing import Any, AsyncIterator, Iterator, Sequence, Tuple
 
 import courier
 import courier.aio
@@ -48,6 +51,12 @@ class Impl:
             ctx.abort(req.fail_code, req.fail_message)
         if req.app_error:
             raise courier.AppError(req.app_error, "app error as asked")
+
+    def note_cancelled(self, ctx: courier.Context, req: Any) -> None:
+        """Records that the handler of `req` saw its ctx cancelled."""
+        if ctx.cancelled:
+            with self.lock:
+                self.seen_cancelled.append(req.s)
 
     def respond(self, ctx: courier.Context, req: Any, index: int = 0) -> Any:
         resp = self.pb.TestResponse(s=req.s, payload=req.payload, index=index, request_id=ctx.request_id)
@@ -92,10 +101,16 @@ class SyncTest(Impl):
 
     def UnaryStream(self, ctx: courier.Context, req: Any) -> Iterator[Any]:
         self.begin(ctx, req)
-        for i in range(req.count):
-            if req.sleep_ms:
-                time.sleep(req.sleep_ms / 1000)
-            yield self.respond(ctx, req, i)
+        try:
+            for i in range(req.count):
+                if req.sleep_ms:
+                    time.sleep(req.sleep_ms / 1000)
+                if ctx.cancelled:
+                    return
+                yield self.respond(ctx, req, i)
+        finally:
+            # Left early, or closed by the server when a send failed.
+            self.note_cancelled(ctx, req)
 
     def StreamUnary(self, ctx: courier.Context, reqs: Iterator[Any]) -> Any:
         s, payload = [], []
@@ -136,10 +151,15 @@ class AsyncTest(Impl):
 
     async def UnaryStream(self, ctx: courier.Context, req: Any) -> AsyncIterator[Any]:
         self.begin(ctx, req)
-        for i in range(req.count):
-            if req.sleep_ms:
-                await asyncio.sleep(req.sleep_ms / 1000)
-            yield self.respond(ctx, req, i)
+        try:
+            for i in range(req.count):
+                if req.sleep_ms:
+                    await asyncio.sleep(req.sleep_ms / 1000)
+                if ctx.cancelled:
+                    return
+                yield self.respond(ctx, req, i)
+        finally:
+            self.note_cancelled(ctx, req)
 
     async def StreamUnary(self, ctx: courier.Context, reqs: AsyncIterator[Any]) -> Any:
         s, payload = [], []
@@ -161,10 +181,39 @@ def handlers(impl: Any) -> dict[str, Any]:
     return {n: getattr(impl, n) for n in ("UnaryUnary", "UnaryStream", "StreamUnary", "StreamStream")}
 
 
-def start_sync_server(pb: Any, **kw: Any) -> Tuple[courier.Server, int, SyncTest]:
+def start_sync_server(pb: Any, *, services: Sequence[Service] = (), **kw: Any) -> Tuple[courier.Server, int, SyncTest]:
+    """courier.test.Test (and `services`, served by the same Impl) on a started server."""
     impl = SyncTest(pb)
     server = courier.Server(workers=kw.pop("workers", 1), **kw)
-    server.add_handlers(make_service(pb), handlers(impl))
+    for service in (make_service(pb), *services):
+        server.add_handlers(service, handlers(impl))
     port = server.listen("127.0.0.1:0")
     server.start()
     return server, port, impl
+
+
+async def start_aio_server(pb: Any, *, services: Sequence[Service] = (), **kw: Any) -> Tuple[courier.aio.Server, int, AsyncTest]:
+    impl = AsyncTest(pb)
+    server = courier.aio.Server(workers=kw.pop("workers", 1), **kw)
+    for service in (make_service(pb), *services):
+        server.add_handlers(service, handlers(impl))
+    port = server.listen("127.0.0.1:0")
+    await server.start()
+    return server, port, impl
+
+
+def spawn_server_process(pb: Any, flavour: str, mode: str, *extra: str) -> Tuple["subprocess.Popen[str]", int, str]:
+    """`serve.py` in a process of its own (see there): (process, port, debug address).
+    Its stdin is a pipe: closing it stops a `stdin` mode server."""
+    script = pathlib.Path(__file__).with_name("serve.py")
+    gen = pathlib.Path(pb.__file__).parent
+    proc = subprocess.Popen(
+        [sys.executable, str(script), str(gen), flavour, mode, *extra], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True
+    )
+    assert proc.stdout is not None
+    line = proc.stdout.readline()
+    if not line:
+        proc.kill()
+        raise AssertionError(f"serve.py {flavour} {mode} exited with {proc.wait()} before serving")
+    port, debug_addr = line.split()
+    return proc, int(port), debug_addr

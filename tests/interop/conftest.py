@@ -14,6 +14,7 @@ from __future__ import annotations
 import importlib
 import os
 import selectors
+import signal
 import subprocess
 import sys
 import time
@@ -21,7 +22,7 @@ import types
 import uuid
 from concurrent import futures
 from pathlib import Path
-from typing import Any, Callable, Iterator, Optional
+from typing import Any, Callable, Iterator, Optional, Union
 
 import grpc
 import pytest
@@ -110,14 +111,15 @@ class PeerServer:
         assert text.startswith("PORT "), f"expected 'PORT <n>', got {text!r}"
         return int(text.split()[1])
 
-    def stop(self, how: str = "stdin", timeout: float = 5.0) -> int:
+    def stop(self, how: Union[str, signal.Signals] = "stdin", timeout: float = 5.0) -> int:
         """Stops the server by closing stdin (or a signal); returns its exit code."""
         if self.proc.poll() is None:
             if how == "stdin":
                 assert self.proc.stdin is not None
                 self.proc.stdin.close()
             else:
-                self.proc.send_signal(how)  # type: ignore[arg-type]
+                assert isinstance(how, signal.Signals)
+                self.proc.send_signal(how)
         try:
             return self.proc.wait(timeout)
         except subprocess.TimeoutExpired:
@@ -151,7 +153,7 @@ def courier_server(server_bin: Path) -> Iterator[PeerServer]:
 
 
 @pytest.fixture
-def spawn_server(server_bin: Path) -> Iterator[type]:
+def spawn_server(server_bin: Path) -> Iterator[Callable[..., PeerServer]]:
     """Starts extra servers for a test; each is killed at teardown."""
     started: list[PeerServer] = []
 
@@ -160,7 +162,7 @@ def spawn_server(server_bin: Path) -> Iterator[type]:
         started.append(s)
         return s
 
-    yield start  # type: ignore[misc]
+    yield start
     for s in started:
         s.kill()
         s.close_pipes()
@@ -291,8 +293,11 @@ def grpcio_server(pb: types.SimpleNamespace) -> Iterator[str]:
         server.stop(grace=0.5).wait(5)
 
 
+RunClient = Callable[..., "subprocess.CompletedProcess[str]"]
+
+
 @pytest.fixture
-def run_client(client_bin: Path) -> Callable[..., "subprocess.CompletedProcess[str]"]:
+def run_client(client_bin: Path) -> RunClient:
     """Runs `courier-test-client --target T --case C [extra...]`; the process is
     killed by subprocess.run if it outlives `timeout`."""
 

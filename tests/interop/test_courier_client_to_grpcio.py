@@ -2,7 +2,13 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+from typing import TYPE_CHECKING
+
 import pytest
+
+if TYPE_CHECKING:
+    from conftest import RunClient
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -22,7 +28,7 @@ CASES = [
 ]
 
 
-def test_case_list_matches_the_client(client_bin):
+def test_case_list_matches_the_client(client_bin: Path) -> None:
     import subprocess
 
     out = subprocess.run([str(client_bin), "--list"], capture_output=True, text=True, timeout=30, check=True)
@@ -30,7 +36,7 @@ def test_case_list_matches_the_client(client_bin):
 
 
 @pytest.mark.parametrize("case", CASES)
-def test_courier_client_case(run_client, grpcio_server, case):
+def test_courier_client_case(run_client: RunClient, grpcio_server: str, case: str) -> None:
     # No --courier-server: a stock server need not send `courier-app-error` (this
     # one does, and the client then checks it).
     r = run_client(grpcio_server, case)
@@ -38,7 +44,7 @@ def test_courier_client_case(run_client, grpcio_server, case):
     assert r.stdout.startswith(f"ok   {case} ")
 
 
-def test_demo_against_grpcio(run_client, grpcio_server):
+def test_demo_against_grpcio(run_client: RunClient, grpcio_server: str) -> None:
     r = run_client(grpcio_server, "demo")
     assert r.returncode == 0, r.stdout + r.stderr
     assert "DEADLINE_EXCEEDED" in r.stdout and "courier.test.TestError:2" in r.stdout

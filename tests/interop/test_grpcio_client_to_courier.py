@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from types import SimpleNamespace
+from typing import TYPE_CHECKING, Any, Iterator
+
 import asyncio
 import queue
 import re
@@ -10,6 +13,9 @@ from concurrent import futures
 
 import grpc
 import pytest
+
+if TYPE_CHECKING:
+    from conftest import PeerServer
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -25,7 +31,7 @@ def status_message(code: grpc.StatusCode) -> str:
 
 
 @pytest.fixture(scope="module")
-def channel(courier_server):
+def channel(courier_server: PeerServer) -> Iterator[grpc.Channel]:
     ch = grpc.insecure_channel(
         courier_server.target,
         options=[("grpc.max_send_message_length", 8 * MiB), ("grpc.max_receive_message_length", 8 * MiB)],
@@ -36,32 +42,32 @@ def channel(courier_server):
 
 
 @pytest.fixture(scope="module")
-def stub(pb, channel):
+def stub(pb: SimpleNamespace, channel: grpc.Channel) -> Any:
     return pb.grpc.TestStub(channel)
 
 
 @pytest.fixture
-def Req(pb):
+def Req(pb: SimpleNamespace) -> Any:
     return pb.msgs.TestRequest
 
 
 # ---------------------------------------------------------------- every kind
 
 
-def test_unary(stub, Req):
+def test_unary(stub: Any, Req: Any) -> None:
     payload = bytes(range(256))
     resp = stub.UnaryUnary(Req(s="hello from grpcio", payload=payload), timeout=10)
     assert (resp.s, resp.payload, resp.index) == ("hello from grpcio", payload, 0)
     assert re.fullmatch(r"[0-9a-f]{32}", resp.request_id), "server makes a request id when none is sent"
 
 
-def test_server_streaming(stub, Req):
+def test_server_streaming(stub: Any, Req: Any) -> None:
     got = list(stub.UnaryStream(Req(s="tick", count=5), timeout=10))
     assert [(r.s, r.index) for r in got] == [("tick", i) for i in range(5)]
     assert list(stub.UnaryStream(Req(count=0), timeout=10)) == []
 
 
-def test_server_streaming_error_after_messages(stub, Req):
+def test_server_streaming_error_after_messages(stub: Any, Req: Any) -> None:
     call = stub.UnaryStream(Req(count=2, fail_code=grpc.StatusCode.ABORTED.value[0], fail_message="stop"), timeout=10)
     got = []
     with pytest.raises(grpc.RpcError) as ei:
@@ -71,7 +77,7 @@ def test_server_streaming_error_after_messages(stub, Req):
     assert (ei.value.code(), ei.value.details()) == (grpc.StatusCode.ABORTED, "stop")
 
 
-def test_client_streaming(stub, Req):
+def test_client_streaming(stub: Any, Req: Any) -> None:
     reqs = [Req(s="al", payload=b"\x01"), Req(s="pha", payload=b"\x02\x03"), Req(s="bet")]
     resp = stub.StreamUnary(iter(reqs), timeout=10)
     assert (resp.s, resp.payload) == ("alphabet", b"\x01\x02\x03")
@@ -81,9 +87,9 @@ def test_client_streaming(stub, Req):
     assert (ei.value.code(), ei.value.details()) == (grpc.StatusCode.INVALID_ARGUMENT, "bad part")
 
 
-def test_bidi_streaming_ping_pong(stub, Req):
+def test_bidi_streaming_ping_pong(stub: Any, Req: Any) -> None:
     """Each request is sent only after the previous answer: the server must echo as messages arrive."""
-    q: queue.Queue = queue.Queue()
+    q: "queue.Queue[Any]" = queue.Queue()
     responses = stub.StreamStream(iter(q.get, None), timeout=10)
     for i in range(4):
         q.put(Req(s=f"ping {i}", payload=bytes([i])))
@@ -94,7 +100,7 @@ def test_bidi_streaming_ping_pong(stub, Req):
     assert responses.code() == grpc.StatusCode.OK
 
 
-def test_bidi_streaming_error_per_message(stub, Req):
+def test_bidi_streaming_error_per_message(stub: Any, Req: Any) -> None:
     reqs = [Req(s="one"), Req(s="two"), Req(s="three", fail_code=10, fail_message="third fails"), Req(s="never")]
     call = stub.StreamStream(iter(reqs), timeout=10)
     got = []
@@ -105,7 +111,7 @@ def test_bidi_streaming_error_per_message(stub, Req):
     assert (ei.value.code(), ei.value.details()) == (grpc.StatusCode.ABORTED, "third fails")
 
 
-def test_concurrent_calls(stub, Req):
+def test_concurrent_calls(stub: Any, Req: Any) -> None:
     calls = [stub.UnaryUnary.future(Req(s=str(i), sleep_ms=100), timeout=10) for i in range(32)]
     t0 = time.monotonic()
     assert [c.result().s for c in calls] == [str(i) for i in range(32)]
@@ -115,7 +121,7 @@ def test_concurrent_calls(stub, Req):
 # ---------------------------------------------------------------- deadlines
 
 
-def test_deadline_exceeded(stub, Req):
+def test_deadline_exceeded(stub: Any, Req: Any) -> None:
     t0 = time.monotonic()
     with pytest.raises(grpc.RpcError) as ei:
         stub.UnaryUnary(Req(sleep_ms=2000), timeout=0.1)
@@ -128,7 +134,7 @@ def test_deadline_exceeded(stub, Req):
     assert ei.value.code() == grpc.StatusCode.DEADLINE_EXCEEDED
 
 
-def test_deadline_propagated_to_the_handler(stub, Req):
+def test_deadline_propagated_to_the_handler(stub: Any, Req: Any) -> None:
     # grpc-core sends grpc-timeout rounded *up* to 10 ms units (from a cached
     # clock), so a 3 s timeout arrives as up to "3010m": allow that much.
     resp = stub.UnaryUnary(Req(report_deadline=True), timeout=3)
@@ -145,7 +151,7 @@ def test_deadline_propagated_to_the_handler(stub, Req):
 
 
 @pytest.mark.parametrize("code", CODES, ids=[c.name for c in CODES])
-def test_status_code_and_message_round_trip(stub, Req, code):
+def test_status_code_and_message_round_trip(stub: Any, Req: Any, code: grpc.StatusCode) -> None:
     msg = status_message(code)
     with pytest.raises(grpc.RpcError) as ei:
         stub.UnaryUnary(Req(fail_code=code.value[0], fail_message=msg), timeout=10)
@@ -154,10 +160,10 @@ def test_status_code_and_message_round_trip(stub, Req, code):
 
 
 @pytest.mark.parametrize("value,message,want", [(2, "it is gone", "it is gone"), (1, "", "app error 1")])
-def test_app_error_trailer(stub, Req, value, message, want):
+def test_app_error_trailer(stub: Any, Req: Any, value: int, message: str, want: str) -> None:
     with pytest.raises(grpc.RpcError) as ei:
         stub.UnaryUnary(Req(app_error=value, fail_message=message), timeout=10)
-    e = ei.value
+    e: Any = ei.value
     assert (e.code(), e.details()) == (grpc.StatusCode.FAILED_PRECONDITION, want)
     assert ("courier-app-error", f"courier.test.TestError:{value}") in tuple(e.trailing_metadata())
 
@@ -165,7 +171,7 @@ def test_app_error_trailer(stub, Req, value, message, want):
 # ---------------------------------------------------------------- metadata
 
 
-def test_metadata_both_ways(stub, Req):
+def test_metadata_both_ways(stub: Any, Req: Any) -> None:
     md = (("x-test-echo", "echo me: 42"), ("x-request-id", "grpcio-rid-1"))
     resp, call = stub.UnaryUnary.with_call(Req(echo_header="x-test-echo"), metadata=md, timeout=10)
     assert resp.metadata_value == "echo me: 42"
@@ -178,26 +184,27 @@ def test_metadata_both_ways(stub, Req):
     assert "x-echo-header" not in dict(call.initial_metadata())
 
 
-def test_metadata_on_a_stream(stub, Req):
+def test_metadata_on_a_stream(stub: Any, Req: Any) -> None:
     call = stub.UnaryStream(Req(echo_header="x-test-echo", count=2), metadata=(("x-test-echo", "s"),), timeout=10)
     assert ("x-echo-header", "s") in tuple(call.initial_metadata())
     assert [r.metadata_value for r in call] == ["s", "s"]
     assert ("x-echo-trailer", "s") in tuple(call.trailing_metadata())
 
 
-def test_metadata_with_an_error(stub, Req):
+def test_metadata_with_an_error(stub: Any, Req: Any) -> None:
     """Trailers set by the handler travel with an error status too."""
     with pytest.raises(grpc.RpcError) as ei:
         stub.UnaryUnary(Req(echo_header="x-test-echo", fail_code=5, fail_message="nf"),
                         metadata=(("x-test-echo", "v"),), timeout=10)
     assert ei.value.code() == grpc.StatusCode.NOT_FOUND
-    assert ("x-echo-trailer", "v") in tuple(ei.value.trailing_metadata())
+    trailing: Any = ei.value.trailing_metadata()
+    assert ("x-echo-trailer", "v") in tuple(trailing)
 
 
 # ---------------------------------------------------------------- sizes
 
 
-def test_large_message_3mib(stub, Req):
+def test_large_message_3mib(stub: Any, Req: Any) -> None:
     payload = bytes(i * 7 % 251 for i in range(3 * MiB))
     resp = stub.UnaryUnary(Req(s="large", payload=payload), timeout=20)
     assert len(resp.payload) == len(payload) and resp.payload == payload
@@ -205,7 +212,7 @@ def test_large_message_3mib(stub, Req):
     assert [r.payload == payload for r in got] == [True, True]
 
 
-def test_oversize_request_is_resource_exhausted(stub, Req):
+def test_oversize_request_is_resource_exhausted(stub: Any, Req: Any) -> None:
     with pytest.raises(grpc.RpcError) as ei:
         stub.UnaryUnary(Req(payload=b"\x00" * (5 * MiB)), timeout=20)
     assert ei.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED, ei.value.details()
@@ -216,16 +223,16 @@ def test_oversize_request_is_resource_exhausted(stub, Req):
 # ---------------------------------------------------------------- protocol edges
 
 
-def test_unknown_method_and_service_are_unimplemented(channel):
+def test_unknown_method_and_service_are_unimplemented(channel: grpc.Channel) -> None:
     for path in ("/courier.test.Test/NoSuchMethod", "/no.such.Service/Method"):
-        call = channel.unary_unary(path, request_serializer=None, response_deserializer=None)
+        call: Any = channel.unary_unary(path, request_serializer=None, response_deserializer=None)
         with pytest.raises(grpc.RpcError) as ei:
             call(b"", timeout=10)
         assert ei.value.code() == grpc.StatusCode.UNIMPLEMENTED, path
 
 
-def test_undecodable_request_is_invalid_argument(channel):
-    call = channel.unary_unary("/courier.test.Test/UnaryUnary", request_serializer=None, response_deserializer=None)
+def test_undecodable_request_is_invalid_argument(channel: grpc.Channel) -> None:
+    call: Any = channel.unary_unary("/courier.test.Test/UnaryUnary", request_serializer=None, response_deserializer=None)
     with pytest.raises(grpc.RpcError) as ei:
         call(b"\xff\xff\xff", timeout=10)
     assert ei.value.code() == grpc.StatusCode.INVALID_ARGUMENT
@@ -237,8 +244,8 @@ def _health_request(service: str) -> bytes:
     return b"" if not raw else b"\x0a" + bytes([len(raw)]) + raw  # field 1, length-delimited
 
 
-def test_health_check(channel):
-    check = channel.unary_unary("/grpc.health.v1.Health/Check", request_serializer=None, response_deserializer=None)
+def test_health_check(channel: grpc.Channel) -> None:
+    check: Any = channel.unary_unary("/grpc.health.v1.Health/Check", request_serializer=None, response_deserializer=None)
     SERVING = b"\x08\x01"  # HealthCheckResponse{status: SERVING}
     assert check(_health_request(""), timeout=10) == SERVING
     assert check(_health_request("courier.test.Test"), timeout=10) == SERVING
@@ -250,7 +257,7 @@ def test_health_check(channel):
 # ---------------------------------------------------------------- asyncio
 
 
-def test_aio_client(pb, courier_server):
+def test_aio_client(pb: SimpleNamespace, courier_server: PeerServer) -> None:
     async def main() -> None:
         async with grpc.aio.insecure_channel(courier_server.target) as ch:
             stub = pb.grpc.TestStub(ch)
@@ -278,7 +285,7 @@ def test_aio_client(pb, courier_server):
     asyncio.run(main())
 
 
-def test_threaded_clients_share_a_channel(stub, Req):
+def test_threaded_clients_share_a_channel(stub: Any, Req: Any) -> None:
     with futures.ThreadPoolExecutor(8) as ex:
         got = list(ex.map(lambda i: stub.UnaryUnary(Req(s=f"t{i}"), timeout=10).s, range(64)))
     assert got == [f"t{i}" for i in range(64)]

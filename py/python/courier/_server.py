@@ -112,8 +112,10 @@ class Server:
             pass
 
     def stop(self, grace: Optional[float] = 5.0) -> None:
-        """Stops accepting calls, lets those in flight finish for up to `grace`
-        seconds, then cancels the rest. Returns when everything has stopped."""
+        """Stops accepting calls (new ones get UNAVAILABLE), lets those in
+        flight finish for up to `grace` seconds, then cancels the rest: their
+        handlers see `ctx.cancelled`, their clients get UNAVAILABLE as the
+        connections close. Returns once every handler has returned."""
         if self._started:
             self._core.shutdown(0.0 if grace is None else grace)
             for t in self._threads:
@@ -122,8 +124,10 @@ class Server:
         self._stopped.set()
 
     def wait(self, timeout: Optional[float] = None, *, grace: float = 5.0) -> bool:
-        """Blocks until the server stops (or `timeout`). Ctrl-C (KeyboardInterrupt)
-        and SIGTERM stop it gracefully. Returns True once stopped."""
+        """Blocks until the server stops (or `timeout`). Meanwhile Ctrl-C
+        (KeyboardInterrupt) and, on the main thread, SIGTERM stop it
+        gracefully with `stop(grace)`; SIGTERM's previous handler is restored
+        on return. Returns True once stopped, False on timeout."""
         previous = None
         if threading.current_thread() is threading.main_thread():
             previous = signal.signal(signal.SIGTERM, lambda *_: self._stop_in_background(grace))
@@ -147,6 +151,7 @@ class Server:
         threading.Thread(target=self.stop, args=(grace,), daemon=True).start()
 
     def __enter__(self) -> "Server":
+        """`with Server() as s:` does not start the server; leaving the block is `stop(1.0)`."""
         return self
 
     def __exit__(

@@ -12,6 +12,8 @@ from __future__ import annotations
 import asyncio
 import inspect
 import os
+import signal
+import threading
 from types import TracebackType
 from typing import Any, AsyncIterable, AsyncIterator, Callable, Generator, Iterable, List, Mapping, Optional, Tuple, Type, TypeVar, Union
 
@@ -196,6 +198,7 @@ class Server:
         self._spawn: Callable[[_core.Call, Any], None] = lambda call, pending: None
         self._loop: Optional[asyncio.AbstractEventLoop] = None
         self._stopped: Optional[asyncio.Event] = None
+        self._stopping: Optional["asyncio.Task[None]"] = None
         self.stats = HandlerStats()
 
     def add_service(self, servicer: Any) -> None:
@@ -249,7 +252,10 @@ class Server:
             self._loop.remove_reader(fd)
 
     async def stop(self, grace: Optional[float] = 5.0) -> None:
-        """Stops accepting calls and lets those in flight finish for up to `grace` seconds."""
+        """Stops accepting calls (new ones get UNAVAILABLE), lets those in
+        flight finish for up to `grace` seconds, then cancels the rest: their
+        handlers see `ctx.cancelled`, their clients get UNAVAILABLE as the
+        connections close."""
         loop = asyncio.get_running_loop()
         # The loop keeps serving calls in flight while the core drains.
         await loop.run_in_executor(None, self._core.shutdown, 0.0 if grace is None else grace)
@@ -258,13 +264,38 @@ class Server:
         if self._stopped is not None:
             self._stopped.set()
 
-    async def wait(self) -> None:
-        """Waits until the server is stopped."""
+    async def wait(self, *, grace: Optional[float] = 5.0, handle_signals: bool = True) -> None:
+        """Waits until the server is stopped. Meanwhile, when this loop runs on
+        the main thread, SIGTERM and SIGINT (Ctrl-C) stop it gracefully:
+        `stop(grace)`, so calls in flight finish and new ones are refused, and
+        `wait` returns once it has stopped. The signals' previous handlers are
+        restored on return. `handle_signals=False` leaves signals alone."""
         if self._stopped is None:
             raise RuntimeError("the server is not started")
-        await self._stopped.wait()
+        loop = asyncio.get_running_loop()
+        installed: List[Tuple[signal.Signals, Any]] = []
+        if handle_signals and threading.current_thread() is threading.main_thread():
+            for sig in (signal.SIGTERM, signal.SIGINT):
+                previous = signal.getsignal(sig)
+                try:
+                    loop.add_signal_handler(sig, self._stop_on_signal, grace)
+                except (NotImplementedError, RuntimeError, ValueError):
+                    continue  # a loop without signal support (e.g. Windows)
+                installed.append((sig, previous))
+        try:
+            await self._stopped.wait()
+        finally:
+            for sig, previous in installed:
+                loop.remove_signal_handler(sig)
+                if previous is not None:
+                    signal.signal(sig, previous)
+
+    def _stop_on_signal(self, grace: Optional[float]) -> None:
+        if self._stopping is None:  # a second signal does not start a second stop
+            self._stopping = asyncio.ensure_future(self.stop(grace))
 
     async def __aenter__(self) -> "Server":
+        """`async with Server() as s:` does not start the server; leaving the block is `await stop(1.0)`."""
         return self
 
     async def __aexit__(self, exc_type: Optional[Type[BaseException]], exc: Optional[BaseException], tb: Optional[TracebackType]) -> None:
