@@ -11,6 +11,7 @@
 //! everything ready with [`HostQueue::try_batch`].
 
 use std::collections::VecDeque;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex};
 use std::time::{Duration, Instant};
 
@@ -178,6 +179,8 @@ struct Shared {
     /// Wakes the stall watchdog (see [`STALL`]).
     stall: Condvar,
     notifier: Option<Notifier>,
+    /// What [`Held::since`] counts from.
+    epoch: Instant,
 }
 
 struct State {
@@ -193,6 +196,90 @@ struct State {
     /// When a host thread last took a batch: the busy threads' progress.
     last_take: Instant,
     watchdog: bool,
+    /// The watchdog waits with no timeout: nothing to watch.
+    watchdog_parked: bool,
+    /// Batches taken with [`HostQueue::next_held`] that still have calls
+    /// not started: the watchdog hands them to idle threads when their
+    /// owner is stuck in a handler.
+    held: Vec<Arc<Held>>,
+}
+
+/// The calls of a [`HeldBatch`] not started yet, and when the call its
+/// thread is running started.
+struct Held {
+    rest: Mutex<VecDeque<HostCall>>,
+    /// Nanoseconds since the queue's epoch when the running call started
+    /// (at least 1); 0 between calls.
+    since: AtomicU64,
+}
+
+impl Held {
+    fn rest(&self) -> std::sync::MutexGuard<'_, VecDeque<HostCall>> {
+        self.rest.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+/// A batch a host thread runs one call after another. The calls it has not
+/// started yet stay visible to the queue's watchdog: if the thread is stuck
+/// in one handler (a sleep, a database call) for [`STALL`] while other host
+/// threads are idle, those take them. A batch of fast calls is still taken
+/// and answered by one thread, with one wake-up. Dropping it hands the calls
+/// not started back to the queue.
+pub struct HeldBatch {
+    queue: HostQueue,
+    held: Arc<Held>,
+    /// In the queue's `held` list (a batch of more than one call).
+    watched: bool,
+}
+
+impl HeldBatch {
+    /// The next call of the batch, marked as running from now on; None when
+    /// the batch is done (or was handed to other threads).
+    pub fn next(&mut self) -> Option<HostCall> {
+        let call = self.held.rest().pop_front();
+        let since = match call {
+            Some(_) => (self.queue.0.epoch.elapsed().as_nanos() as u64).max(1),
+            None => 0,
+        };
+        self.held.since.store(since, Ordering::Relaxed);
+        call
+    }
+
+    /// Gives the calls not started yet back to the queue for other threads.
+    pub fn hand_back(&mut self) {
+        self.held.since.store(0, Ordering::Relaxed);
+        let rest: Vec<HostCall> = self.held.rest().drain(..).collect();
+        self.queue.requeue_front(rest);
+    }
+}
+
+impl Drop for HeldBatch {
+    fn drop(&mut self) {
+        self.hand_back();
+        CURRENT.with(|c| c.borrow_mut().retain(|(_, h)| !Arc::ptr_eq(h, &self.held)));
+        if self.watched {
+            let mut st = self.queue.lock();
+            if let Some(i) = st.held.iter().position(|h| Arc::ptr_eq(h, &self.held)) {
+                st.held.swap_remove(i);
+            }
+        }
+    }
+}
+
+thread_local! {
+    /// The held batches this thread is running (see [`hand_back_held`]).
+    static CURRENT: std::cell::RefCell<Vec<(HostQueue, Arc<Held>)>> = const { std::cell::RefCell::new(Vec::new()) };
+}
+
+/// Hands the calls not started yet of the batches this thread runs back to
+/// their queues, at once. For a handler about to wait on another call (which
+/// may be served by the same server): nothing of its batch waits behind it.
+pub fn hand_back_held() {
+    let current: Vec<(HostQueue, Arc<Held>)> = CURRENT.with(|c| c.borrow().clone());
+    for (queue, held) in current {
+        let rest: Vec<HostCall> = held.rest().drain(..).collect();
+        queue.requeue_front(rest);
+    }
 }
 
 thread_local! {
@@ -329,9 +416,12 @@ impl HostQueue {
                 active: 0,
                 last_take: Instant::now(),
                 watchdog: false,
+                watchdog_parked: false,
+                held: Vec::new(),
             }),
             stall: Condvar::new(),
             notifier,
+            epoch: Instant::now(),
         }))
     }
 
@@ -383,7 +473,7 @@ impl HostQueue {
 
     /// After calls were queued: wake an idle thread now if none is busy, else
     /// leave them to the busy ones and let the watchdog wake one after [`STALL`].
-    fn wake_one(&self, mut st: std::sync::MutexGuard<'_, State>) {
+    fn wake_one(&self, st: std::sync::MutexGuard<'_, State>) {
         if st.idle.is_empty() {
             return;
         }
@@ -391,19 +481,25 @@ impl HostQueue {
             wake_idle(st);
             return;
         }
+        self.rouse_watchdog(st);
+    }
+
+    /// Starts the watchdog, or wakes it if it waits with nothing to watch.
+    fn rouse_watchdog(&self, mut st: std::sync::MutexGuard<'_, State>) {
+        self.ensure_watchdog(&mut st);
         if !st.watchdog {
-            st.watchdog = true;
-            drop(st);
+            // No watchdog thread: fall back to waking a thread per push.
+            wake_idle(st);
+        }
+    }
+
+    fn ensure_watchdog(&self, st: &mut State) {
+        if !st.watchdog {
             let q = self.clone();
+            // It waits for the lock we hold.
             let spawned = std::thread::Builder::new().name("courier-host-watchdog".into()).spawn(move || q.watchdog());
-            if spawned.is_err() {
-                // No watchdog: fall back to waking a thread per push.
-                let mut st = self.lock();
-                st.watchdog = false;
-                wake_idle(st);
-            }
-        } else {
-            drop(st);
+            st.watchdog = spawned.is_ok();
+        } else if st.watchdog_parked {
             self.0.stall.notify_one();
         }
     }
@@ -415,24 +511,78 @@ impl HostQueue {
                 st.watchdog = false;
                 return;
             }
-            // Stalled: calls have waited, and no busy thread took a batch, for STALL.
-            let oldest = st.calls.iter().map(|(t, _)| *t).min();
-            st = match oldest {
-                Some(t) if !st.idle.is_empty() => {
-                    let due = t.max(st.last_take) + STALL;
-                    let now = Instant::now();
-                    if now >= due {
+            let now = Instant::now();
+            let mut due: Option<Instant> = None;
+            if !st.idle.is_empty() {
+                // Stalled: calls have waited, and no busy thread took a batch, for STALL.
+                if let Some(t) = st.calls.iter().map(|(t, _)| *t).min() {
+                    let d = t.max(st.last_take) + STALL;
+                    if now >= d {
                         if let Some(w) = st.idle.pop() {
                             w.notify_one();
                         }
-                        self.0.stall.wait_timeout(st, STALL).unwrap_or_else(|e| e.into_inner()).0
                     } else {
-                        self.0.stall.wait_timeout(st, due - now).unwrap_or_else(|e| e.into_inner()).0
+                        due = Some(d);
                     }
                 }
-                _ => self.0.stall.wait(st).unwrap_or_else(|e| e.into_inner()),
+                // A thread stuck in one handler for STALL: its batch's other
+                // calls go to the idle threads.
+                let mut stolen = Vec::new();
+                for h in &st.held {
+                    let since = h.since.load(Ordering::Relaxed);
+                    if since == 0 {
+                        continue;
+                    }
+                    let mut rest = h.rest();
+                    if rest.is_empty() {
+                        continue;
+                    }
+                    let d = self.0.epoch + Duration::from_nanos(since) + STALL;
+                    if now >= d {
+                        stolen.extend(rest.drain(..));
+                    } else {
+                        due = Some(due.map_or(d, |x| x.min(d)));
+                    }
+                }
+                if !stolen.is_empty() {
+                    let at = now.checked_sub(STALL).unwrap_or(now);
+                    for call in stolen.into_iter().rev() {
+                        st.calls.push_front((at, call));
+                    }
+                    let keep = st.idle.len() - st.idle.len().min(st.calls.len());
+                    for w in st.idle.drain(keep..) {
+                        w.notify_one();
+                    }
+                    if let Some(n) = &self.0.notifier {
+                        n();
+                    }
+                    continue;
+                }
+            }
+            st.watchdog_parked = due.is_none();
+            st = match due {
+                Some(d) => self.0.stall.wait_timeout(st, d.saturating_duration_since(now).max(STALL / 4)).unwrap_or_else(|e| e.into_inner()).0,
+                None => self.0.stall.wait(st).unwrap_or_else(|e| e.into_inner()),
             };
+            st.watchdog_parked = false;
         }
+    }
+
+    /// [`HostQueue::next_batch`] as a [`HeldBatch`]: the calls a handler stuck
+    /// for [`STALL`] would hold up go to idle threads instead.
+    pub fn next_held(&self, max: usize, timeout: Option<Duration>) -> Result<HeldBatch, Closed> {
+        let batch = self.next_batch(max, timeout)?;
+        let many = batch.len() > 1;
+        let held = Arc::new(Held { rest: Mutex::new(batch.into()), since: AtomicU64::new(0) });
+        CURRENT.with(|c| c.borrow_mut().push((self.clone(), held.clone())));
+        if many {
+            let mut st = self.lock();
+            st.held.push(held.clone());
+            if !st.idle.is_empty() {
+                self.rouse_watchdog(st);
+            }
+        }
+        Ok(HeldBatch { queue: self.clone(), held, watched: many })
     }
 
     /// Up to `max` ready calls, blocking while none are ready (at most `timeout`,
@@ -460,6 +610,10 @@ impl HostQueue {
             }
             let me = WAITER.with(Arc::clone);
             st.idle.push(me.clone());
+            if !st.held.is_empty() {
+                // Now there is a thread to give a stuck thread's batch to.
+                self.ensure_watchdog(&mut st);
+            }
             st = match until {
                 None => me.wait(st).unwrap_or_else(|e| e.into_inner()),
                 Some(u) => {
@@ -664,6 +818,37 @@ mod tests {
             assert_eq!(wakes.load(Ordering::SeqCst), 1, "never woken while the I/O thread was busy");
             assert!(polls < 1_000_000);
         });
+    }
+
+    /// A thread stuck in one call of its batch: an idle thread takes the
+    /// rest after about STALL, long before the stuck call ends.
+    #[test]
+    fn an_idle_thread_takes_the_rest_of_a_stuck_batch() {
+        let q = HostQueue::new();
+        let mailbox = io_runtime().block_on(async { Mailbox::spawn_local() });
+        for _ in 0..3 {
+            assert!(q.push(call(&mailbox)).is_ok());
+        }
+        let mut batch = q.next_held(8, None).unwrap();
+        assert!(batch.next().is_some());
+        // Stuck in that call: another thread comes for work.
+        let q2 = q.clone();
+        let t0 = Instant::now();
+        let other = std::thread::spawn(move || q2.next_batch(8, Some(Duration::from_secs(5))).map(|b| b.len()));
+        assert_eq!(other.join().unwrap(), Ok(2));
+        assert!(t0.elapsed() < Duration::from_secs(1), "took {:?}", t0.elapsed());
+        assert!(batch.next().is_none(), "the stolen calls are gone from the batch");
+        // Between calls (or done) a thread's batch is its own: nothing stolen.
+        for _ in 0..2 {
+            assert!(q.push(call(&mailbox)).is_ok());
+        }
+        drop(batch);
+        let mut batch = q.next_held(8, None).unwrap();
+        let q3 = q.clone();
+        let idle = std::thread::spawn(move || q3.next_batch(8, Some(Duration::from_millis(50))).map(|b| b.len()));
+        assert_eq!(idle.join().unwrap(), Ok(0));
+        assert!(batch.next().is_some() && batch.next().is_some());
+        q.close();
     }
 
     /// The most recently idle host thread is woken first: its caches are warm.

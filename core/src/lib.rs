@@ -27,7 +27,7 @@ pub use call::{BoxFuture, Handler, RequestStream, ResponseSender};
 pub use client::{Channel, ChannelConfig, ChannelError, Reply, ReplyStream};
 pub use context::{CancelReason, Ctx, Identity};
 pub use health::{HealthReporter, ServingStatus};
-pub use host::{HostCall, HostQueue, HostRequest, Reply as HostReply, ReplyBatch, UnaryReply};
+pub use host::{hand_back_held, HeldBatch, HostCall, HostQueue, HostRequest, Reply as HostReply, ReplyBatch, UnaryReply};
 pub use method::{DeadlinePolicy, MethodDesc, MethodKind};
 pub use server::{Http2Config, Server, ServerConfig, ServerError};
 pub use status::{AppError, Code, Status};

@@ -177,20 +177,20 @@ impl Server {
         // Flush this thread's replies before waiting: nobody else will.
         flush_replies();
         let timeout = timeout.map(|t| Duration::from_secs_f64(t.max(0.0)));
-        let Ok(batch) = py.detach(|| self.queue.next_batch(max.max(1), timeout)) else { return Ok(false) };
+        let Ok(mut batch) = py.detach(|| self.queue.next_held(max.max(1), timeout)) else { return Ok(false) };
         let started = Instant::now();
-        let mut calls = batch.into_iter();
         let mut first = true;
-        while let Some(hc) = calls.next() {
+        loop {
             if !first && started.elapsed() > SLOW_BATCH {
-                self.queue.requeue_front(std::iter::once(hc).chain(calls).collect());
+                batch.hand_back();
                 break;
             }
+            let Some(hc) = batch.next() else { break };
             first = false;
             if let Err(e) = run_call(py, runners, hc) {
                 // Not an Exception (the runners catch those): stop this thread,
                 // as an uncaught BaseException would; the rest go to the others.
-                self.queue.requeue_front(calls.collect());
+                drop(batch);
                 self.queue.release();
                 return Err(e);
             }

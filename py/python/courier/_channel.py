@@ -7,6 +7,7 @@ from types import TracebackType
 from typing import Any, Iterable, Iterator, List, Optional, Sequence, Tuple, Type, TypeVar, Union
 
 from . import _core
+from ._handlers import waiting_on_call
 from ._service import Method
 
 ReqT = TypeVar("ReqT")
@@ -31,14 +32,18 @@ class Channel:
         return self._native
 
     def unary(self, ctx: _core.Context, method: Method[ReqT, RespT], request: ReqT, *, metadata: Optional[Metadata] = None) -> RespT:
-        data, _, _ = self.native.unary(ctx, method.native, method.encode(request), _pairs(metadata))
+        native, req, md = self.native, method.encode(request), _pairs(metadata)
+        with waiting_on_call():
+            data, _, _ = native.unary(ctx, method.native, req, md)
         return method.decode_response(data)
 
     def unary_with_metadata(
         self, ctx: _core.Context, method: Method[ReqT, RespT], request: ReqT, *, metadata: Optional[Metadata] = None
     ) -> Tuple[RespT, List[Tuple[str, MetadataValue]], List[Tuple[str, MetadataValue]]]:
         """A unary call that also returns the response headers and trailers."""
-        data, headers, trailers = self.native.unary(ctx, method.native, method.encode(request), _pairs(metadata))
+        native, req, md = self.native, method.encode(request), _pairs(metadata)
+        with waiting_on_call():
+            data, headers, trailers = native.unary(ctx, method.native, req, md)
         return method.decode_response(data), headers, trailers
 
     def server_streaming(
@@ -84,7 +89,10 @@ def _pairs(metadata: Optional[Metadata]) -> Optional[List[Tuple[str, MetadataVal
 def _pump(call: _core.ClientCall, method: Method[Any, Any], requests: Iterable[Any]) -> None:
     try:
         for r in requests:
-            if not call.send(method.encode(r)):
+            data = method.encode(r)
+            with waiting_on_call():
+                sent = call.send(data)
+            if not sent:
                 return  # the call ended; its status comes with the replies
     except BaseException:
         call.cancel()
@@ -105,18 +113,22 @@ class ReplyIterator(Iterator[RespT]):
         return self
 
     def __next__(self) -> RespT:
-        m = self._call.recv()
+        with waiting_on_call():
+            m = self._call.recv()
         if m is None:
             raise StopIteration
         return self._decode(m)
 
     def single(self) -> RespT:
-        first = self._call.recv()
+        with waiting_on_call():
+            first = self._call.recv()
         if first is None:
             from ._errors import RpcError, StatusCode
 
             raise RpcError(StatusCode.INTERNAL, "server sent no response message")
-        if self._call.recv() is not None:
+        with waiting_on_call():
+            more = self._call.recv()
+        if more is not None:
             from ._errors import RpcError, StatusCode
 
             raise RpcError(StatusCode.INTERNAL, "server sent more than one response message for a unary call")

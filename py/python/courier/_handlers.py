@@ -3,15 +3,37 @@ map exceptions to statuses. Shared by the sync and asyncio servers."""
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import threading
-from typing import Any, Callable, Optional, Tuple, Union
+from typing import Any, Callable, ContextManager, Optional, Protocol, Tuple, Union
 
 from . import _core
 from ._errors import AbortError, AppError, RpcError, StatusCode
 from ._service import Method, Service
 
 log = logging.getLogger("courier.server")
+
+# The sync server whose handler this thread runs, if any (see `waiting_on_call`).
+_worker = threading.local()
+_NOT_A_HANDLER: ContextManager[None] = contextlib.nullcontext()
+
+
+class WorkerPool(Protocol):
+    def waiting(self) -> ContextManager[None]: ...
+
+
+def set_worker_pool(pool: Optional[WorkerPool]) -> None:
+    _worker.pool = pool
+
+
+def waiting_on_call() -> ContextManager[None]:
+    """Wraps a blocking client call's wait. On a sync server's handler
+    thread it lets that server run one more handler meanwhile, so handlers
+    that call their own server (directly or through others) never wait for
+    a thread that is waiting for them."""
+    pool: Optional[WorkerPool] = getattr(_worker, "pool", None)
+    return _NOT_A_HANDLER if pool is None else pool.waiting()
 
 Status = Tuple[int, str, Optional[Tuple[str, int]]]
 

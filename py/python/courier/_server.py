@@ -3,21 +3,25 @@ batches of calls from the core (the GIL is released while they wait)."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
 import threading
 import time
 from types import TracebackType
-from typing import Any, Callable, List, Mapping, Optional, Type, Union
+from typing import Any, Callable, Iterator, List, Mapping, Optional, Type, Union
 
 from . import _core
-from ._handlers import HandlerStats, bind, check_handlers, sync_runner
+from ._handlers import HandlerStats, bind, check_handlers, set_worker_pool, sync_runner
 from ._service import Service
 
 # Calls one thread takes at a time: big enough to amortise a wake-up; a batch
 # whose handlers turn out slow hands its calls not started yet back after 2 ms.
 _BATCH = 64
+# How long a handler thread waits for calls before it checks whether it is a
+# spare one no longer needed (see `Server.waiting`).
+_SPARE_IDLE = 1.0
 
 
 class Server:
@@ -62,6 +66,11 @@ class Server:
         self._max_concurrency = max_concurrency
         self._runners: List[Callable[..., Any]] = []
         self._threads: List[threading.Thread] = []
+        # Handler threads alive, and how many of them wait on a client call
+        # (see `waiting`); both under _pool_lock.
+        self._pool_lock = threading.Lock()
+        self._live = 0
+        self._waiting = 0
         self._stopped = threading.Event()
         self._started = False
         self.stats = HandlerStats()
@@ -100,16 +109,48 @@ class Server:
     def start(self) -> None:
         self._core.start()
         self._started = True
-        for i in range(self._max_concurrency):
-            t = threading.Thread(target=self._work, name=f"courier-handler-{i}", daemon=True)
-            t.start()
-            self._threads.append(t)
+        with self._pool_lock:
+            for _ in range(self._max_concurrency):
+                self._add_thread()
+
+    def _add_thread(self) -> None:
+        # Under _pool_lock.
+        t = threading.Thread(target=self._work, name=f"courier-handler-{len(self._threads)}", daemon=True)
+        self._live += 1
+        self._threads.append(t)
+        t.start()
 
     def _work(self) -> None:
         # The batch loop runs in the core (see `_core.Server.run_batch`).
-        core, runners = self._core, self._runners
-        while core.run_batch(_BATCH, runners):
-            pass
+        set_worker_pool(self)
+        core, runners, lock = self._core, self._runners, self._pool_lock
+        # Threads added while others wait on calls come back after an idle
+        # second to see whether they are still needed.
+        while core.run_batch(_BATCH, runners, _SPARE_IDLE):
+            if self._live - self._waiting > self._max_concurrency:
+                with lock:
+                    if self._live - self._waiting > self._max_concurrency:
+                        self._live -= 1
+                        return
+        with lock:
+            self._live -= 1
+
+    @contextlib.contextmanager
+    def waiting(self) -> Iterator[None]:
+        """Around a handler's wait on a client call (see
+        `_handlers.waiting_on_call`): while it waits, another thread may run
+        a handler, so `max_concurrency` handlers can always make progress and
+        a handler that calls its own server never waits on itself. Threads
+        added that way leave once not needed."""
+        with self._pool_lock:
+            self._waiting += 1
+            if self._live - self._waiting < self._max_concurrency and not self._stopped.is_set():
+                self._add_thread()
+        try:
+            yield
+        finally:
+            with self._pool_lock:
+                self._waiting -= 1
 
     def stop(self, grace: Optional[float] = 5.0) -> None:
         """Stops accepting calls (new ones get UNAVAILABLE), lets those in
@@ -118,8 +159,15 @@ class Server:
         connections close. Returns once every handler has returned."""
         if self._started:
             self._core.shutdown(0.0 if grace is None else grace)
-            for t in self._threads:
-                t.join()
+            joined = 0
+            while True:
+                with self._pool_lock:
+                    left = self._threads[joined:]
+                if not left:
+                    break
+                for t in left:
+                    t.join()
+                joined += len(left)
             _core.flush_replies()
         self._stopped.set()
 
