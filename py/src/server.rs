@@ -258,20 +258,8 @@ const SLOW_BATCH: Duration = Duration::from_millis(2);
 /// Errs only with what the runner let escape (not an `Exception`); the call
 /// is answered INTERNAL then.
 fn run_call(py: Python<'_>, runners: &Bound<'_, PyList>, hc: HostCall) -> PyResult<()> {
-    let method_id = hc.method().host_id() as usize;
-    let runner = match runners.get_item(method_id) {
-        Ok(r) => r,
-        Err(_) => return Err(PyRuntimeError::new_err(format!("no runner for method {}", hc.method().path()))),
-    };
-    if hc.method().kind() != MethodKind::Unary {
-        let call = wrap_call(py, hc)?;
-        return runner.call1((call,)).map(drop);
-    }
-    let (ctx, _method, request, reply) = hc.into_parts();
-    let (HostRequest::Message(request), HostReply::Unary(reply)) = (request, reply) else {
-        unreachable!("a unary call has one request message and a unary reply")
-    };
-    let result = Py::new(py, Context::new(ctx)).and_then(|ctx| runner.call1((ctx, PyBytes::new(py, &request))));
+    let Some((runner, ctx, request, reply)) = start_call(py, runners, hc)? else { return Ok(()) };
+    let result = Py::new(py, Context::new(ctx)).and_then(|ctx| runner.call1((ctx, request)));
     let (answer, escaped) = match result {
         Ok(v) => (reply_of(&v), Ok(())),
         Err(e) => (Err(Status::internal("handler raised an exception that is not an Exception")), Err(e)),
@@ -283,34 +271,43 @@ fn run_call(py: Python<'_>, runners: &Bound<'_, PyList>, hc: HostCall) -> PyResu
 /// Runs one call for an event loop (see `Server::run_ready`).
 fn run_ready_call(py: Python<'_>, runners: &Bound<'_, PyList>, spawn: &Bound<'_, PyAny>, hc: HostCall) -> PyResult<()> {
     let method_id = hc.method().host_id() as usize;
-    let runner = match runners.get_item(method_id) {
-        Ok(r) => r,
-        Err(_) => return Err(PyRuntimeError::new_err(format!("no runner for method {}", hc.method().path()))),
-    };
-    if hc.method().kind() != MethodKind::Unary {
-        let call = wrap_call(py, hc)?;
-        return runner.call1((call,)).map(drop);
-    }
-    let (ctx, _method, request, reply) = hc.into_parts();
-    let (HostRequest::Message(request), HostReply::Unary(reply)) = (request, reply) else {
-        unreachable!("a unary call has one request message and a unary reply")
-    };
+    let Some((runner, ctx, request, reply)) = start_call(py, runners, hc)? else { return Ok(()) };
     let ctx = Py::new(py, Context::new(ctx))?;
-    let result = runner.call1((ctx.clone_ref(py), PyBytes::new(py, &request)));
-    let (answer, escaped) = match result {
+    let (answer, escaped) = match runner.call1((ctx.clone_ref(py), request)) {
         Ok(v) if v.is_instance_of::<PyBytes>() || v.is_instance_of::<pyo3::types::PyTuple>() => (reply_of(&v), Ok(())),
         Ok(pending) => {
             // The handler suspended: its task completes this call later.
-            let call = Bound::new(
-                py,
-                Call { method_id, ctx, state: Mutex::new(State::Unary(Some(reply))), requests: Mutex::new(None) },
-            )?;
+            let state = Mutex::new(State::Unary(Some(reply)));
+            let call = Bound::new(py, Call { method_id, ctx, state, requests: Mutex::new(None) })?;
             return spawn.call1((call, pending)).map(drop);
         }
         Err(e) => (Err(Status::internal("handler raised an exception that is not an Exception")), Err(e)),
     };
     REPLIES.with(|r| r.borrow_mut().push(reply, answer));
     escaped
+}
+
+/// Finds a call's runner. A streaming call is run here (`runner(call)`),
+/// giving None; a unary one is split into what its runner and reply need.
+#[allow(clippy::type_complexity)]
+fn start_call<'py>(
+    py: Python<'py>,
+    runners: &Bound<'py, PyList>,
+    hc: HostCall,
+) -> PyResult<Option<(Bound<'py, PyAny>, courier_core::Ctx, Bound<'py, PyBytes>, UnaryReply)>> {
+    let runner = match runners.get_item(hc.method().host_id() as usize) {
+        Ok(r) => r,
+        Err(_) => return Err(PyRuntimeError::new_err(format!("no runner for method {}", hc.method().path()))),
+    };
+    if hc.method().kind() != MethodKind::Unary {
+        let call = wrap_call(py, hc)?;
+        return runner.call1((call,)).map(|_| None);
+    }
+    let (ctx, _method, request, reply) = hc.into_parts();
+    let (HostRequest::Message(request), HostReply::Unary(reply)) = (request, reply) else {
+        unreachable!("a unary call has one request message and a unary reply")
+    };
+    Ok(Some((runner, ctx, PyBytes::new(py, &request), reply)))
 }
 
 /// A unary runner's result: reply bytes, or a status `(code, details, app_error)`.
