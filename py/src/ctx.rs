@@ -38,8 +38,8 @@ impl Context {
     }
 
     /// A child context whose deadline is at most `seconds` from now.
-    fn with_timeout(&self, seconds_: f64) -> PyResult<Context> {
-        Ok(Context::new(self.inner.with_timeout(seconds(seconds_, "timeout")?)))
+    fn with_timeout(&self, seconds: f64) -> PyResult<Context> {
+        Ok(Context::new(self.inner.with_timeout(self::seconds(seconds, "timeout")?)))
     }
 
     /// A child context whose deadline is at most `unix_seconds` (wall clock).

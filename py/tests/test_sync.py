@@ -336,6 +336,8 @@ def test_context_validation() -> None:
         courier.Context.background().with_timeout(float("nan"))
     c = courier.Context.background()
     assert c.deadline is None and c.time_remaining() is None and not c.cancelled
+    remaining = c.with_timeout(seconds=5.0).time_remaining()
+    assert remaining is not None and 4.0 < remaining <= 5.0
     child = c.child()
     c.cancel()
     assert child.cancelled
