@@ -179,8 +179,6 @@ struct Shared {
     /// Wakes the stall watchdog (see [`STALL`]).
     stall: Condvar,
     notifier: Option<Notifier>,
-    /// What [`Held::since`] counts from.
-    epoch: Instant,
 }
 
 struct State {
@@ -198,19 +196,25 @@ struct State {
     watchdog: bool,
     /// The watchdog waits with no timeout: nothing to watch.
     watchdog_parked: bool,
+    /// When the watchdog last looked at the held batches' progress.
+    held_scan: Instant,
+    /// When a batch was last put under watch (see `next_held`).
+    held_last: Instant,
     /// Batches taken with [`HostQueue::next_held`] that still have calls
     /// not started: the watchdog hands them to idle threads when their
     /// owner is stuck in a handler.
     held: Vec<Arc<Held>>,
 }
 
-/// The calls of a [`HeldBatch`] not started yet, and when the call its
-/// thread is running started.
+/// The calls of a [`HeldBatch`] not started yet, and how far its thread got.
 struct Held {
     rest: Mutex<VecDeque<HostCall>>,
-    /// Nanoseconds since the queue's epoch when the running call started
-    /// (at least 1); 0 between calls.
-    since: AtomicU64,
+    /// Calls of the batch started so far: a counter, not a clock read per
+    /// call. The watchdog calls a thread stuck when it has not moved on
+    /// between two of its ticks, [`STALL`] apart.
+    started: AtomicU64,
+    /// `started` as the watchdog saw it at its last tick (watchdog only).
+    seen: AtomicU64,
 }
 
 impl Held {
@@ -228,26 +232,25 @@ impl Held {
 pub struct HeldBatch {
     queue: HostQueue,
     held: Arc<Held>,
+    started: u64,
     /// In the queue's `held` list (a batch of more than one call).
     watched: bool,
 }
 
 impl HeldBatch {
-    /// The next call of the batch, marked as running from now on; None when
-    /// the batch is done (or was handed to other threads).
+    /// The next call of the batch, counted as started; None when the batch
+    /// is done (or was handed to other threads).
     pub fn next(&mut self) -> Option<HostCall> {
         let call = self.held.rest().pop_front();
-        let since = match call {
-            Some(_) => (self.queue.0.epoch.elapsed().as_nanos() as u64).max(1),
-            None => 0,
-        };
-        self.held.since.store(since, Ordering::Relaxed);
+        if call.is_some() {
+            self.started += 1;
+            self.held.started.store(self.started, Ordering::Relaxed);
+        }
         call
     }
 
     /// Gives the calls not started yet back to the queue for other threads.
     pub fn hand_back(&mut self) {
-        self.held.since.store(0, Ordering::Relaxed);
         let rest: Vec<HostCall> = self.held.rest().drain(..).collect();
         self.queue.requeue_front(rest);
     }
@@ -302,6 +305,10 @@ fn in_io_turn() -> bool {
     use tokio::runtime::{Handle, RuntimeFlavor};
     Handle::try_current().is_ok_and(|rt| rt.runtime_flavor() == RuntimeFlavor::CurrentThread)
 }
+
+/// How long the watchdog keeps ticking after the last batch it watched,
+/// before it parks (see `HostQueue::watchdog`).
+const IDLE_WATCH: Duration = Duration::from_millis(100);
 
 /// How long an I/O thread that never runs out of work may keep the calls it
 /// queued before they are handed over anyway (see `defer_wake`).
@@ -417,11 +424,12 @@ impl HostQueue {
                 last_take: Instant::now(),
                 watchdog: false,
                 watchdog_parked: false,
+                held_scan: Instant::now(),
+                held_last: Instant::now(),
                 held: Vec::new(),
             }),
             stall: Condvar::new(),
             notifier,
-            epoch: Instant::now(),
         }))
     }
 
@@ -525,32 +533,31 @@ impl HostQueue {
                         due = Some(d);
                     }
                 }
-                // A thread stuck in one handler for STALL: its batch's other
-                // calls go to the idle threads.
+                // A thread stuck in one handler since the last tick (STALL
+                // ago): its batch's other calls go to the idle threads.
                 let mut stolen = Vec::new();
-                for h in &st.held {
-                    let since = h.since.load(Ordering::Relaxed);
-                    if since == 0 {
+                let scan = now >= st.held_scan + STALL;
+                if scan {
+                    st.held_scan = now;
+                }
+                for h in st.held.iter().filter(|_| scan) {
+                    let started = h.started.load(Ordering::Relaxed);
+                    let seen = h.seen.swap(started, Ordering::Relaxed);
+                    if started == 0 || started != seen {
                         continue;
                     }
-                    let mut rest = h.rest();
-                    if rest.is_empty() {
-                        continue;
-                    }
-                    let d = self.0.epoch + Duration::from_nanos(since) + STALL;
-                    if now >= d {
-                        stolen.extend(rest.drain(..));
-                    } else {
-                        due = Some(due.map_or(d, |x| x.min(d)));
-                    }
+                    stolen.extend(h.rest().drain(..));
                 }
                 if !stolen.is_empty() {
                     let at = now.checked_sub(STALL).unwrap_or(now);
                     for call in stolen.into_iter().rev() {
                         st.calls.push_front((at, call));
                     }
-                    let keep = st.idle.len() - st.idle.len().min(st.calls.len());
-                    for w in st.idle.drain(keep..) {
+                    // One thread: it takes them as a batch. Were its first
+                    // call slow too, the next one is woken after STALL; a
+                    // herd of threads woken at once would only fight for
+                    // the host's lock (the GIL).
+                    if let Some(w) = st.idle.pop() {
                         w.notify_one();
                     }
                     if let Some(n) = &self.0.notifier {
@@ -559,6 +566,18 @@ impl HostQueue {
                     continue;
                 }
             }
+            // While threads run batches, tick every STALL (which is also how
+            // they are watched) rather than park: a busy server would
+            // otherwise rouse a parked watchdog (a futex wake-up and a
+            // context switch) for every batch it takes.
+            // A server between two batches has none held for a moment: keep
+            // ticking until none was taken for a while.
+            let watching = !st.held.is_empty() || now < st.held_last + IDLE_WATCH;
+            let tick = watching.then(|| st.held_scan + STALL);
+            let due = match (due, tick) {
+                (Some(a), Some(b)) => Some(a.min(b)),
+                (a, b) => a.or(b),
+            };
             st.watchdog_parked = due.is_none();
             st = match due {
                 Some(d) => self.0.stall.wait_timeout(st, d.saturating_duration_since(now).max(STALL / 4)).unwrap_or_else(|e| e.into_inner()).0,
@@ -573,16 +592,17 @@ impl HostQueue {
     pub fn next_held(&self, max: usize, timeout: Option<Duration>) -> Result<HeldBatch, Closed> {
         let batch = self.next_batch(max, timeout)?;
         let many = batch.len() > 1;
-        let held = Arc::new(Held { rest: Mutex::new(batch.into()), since: AtomicU64::new(0) });
+        let held = Arc::new(Held { rest: Mutex::new(batch.into()), started: AtomicU64::new(0), seen: AtomicU64::new(0) });
         CURRENT.with(|c| c.borrow_mut().push((self.clone(), held.clone())));
         if many {
             let mut st = self.lock();
             st.held.push(held.clone());
+            st.held_last = Instant::now();
             if !st.idle.is_empty() {
                 self.rouse_watchdog(st);
             }
         }
-        Ok(HeldBatch { queue: self.clone(), held, watched: many })
+        Ok(HeldBatch { queue: self.clone(), held, started: 0, watched: many })
     }
 
     /// Up to `max` ready calls, blocking while none are ready (at most `timeout`,
