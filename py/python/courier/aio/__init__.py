@@ -195,7 +195,7 @@ class Server:
         )
         self._handlers: List[Tuple[Method[Any, Any], Callable[..., Any]]] = []
         self._runners: List[Callable[..., Any]] = []
-        self._spawn: Callable[[_core.Call, Any], None] = lambda call, pending: None
+        self._flusher: Optional[_Flusher] = None
         self._loop: Optional[asyncio.AbstractEventLoop] = None
         self._stopped: Optional[asyncio.Event] = None
         self._stopping: Optional["asyncio.Task[None]"] = None
@@ -228,14 +228,8 @@ class Server:
         loop = asyncio.get_running_loop()
         self._loop = loop
         self._stopped = asyncio.Event()
-        flusher = _Flusher(loop)
+        self._flusher = flusher = _Flusher(loop)
         self._runners = [_runner(m, fn, self.stats, loop, flusher) for m, fn in self._handlers]
-
-        def spawn(call: _core.Call, pending: Any) -> None:
-            m, _ = self._handlers[call.method_id]
-            loop.create_task(_complete(m, self.stats, flusher, call, pending))
-
-        self._spawn = spawn
         self._core.start()
         fd = self._core.notify_fd()
         assert fd is not None
@@ -245,6 +239,12 @@ class Server:
         # Every ready call runs here, in the core's loop (`run_ready`).
         if not self._core.run_ready(256, self._runners, self._spawn):
             self._detach()
+
+    def _spawn(self, call: _core.Call, pending: _Resume) -> None:
+        # A unary handler that suspended (see `run_ready`): a Task finishes it.
+        assert self._loop is not None and self._flusher is not None
+        method, _ = self._handlers[call.method_id]
+        self._loop.create_task(_complete(method, self.stats, self._flusher, call, pending))
 
     def _detach(self) -> None:
         fd = self._core.notify_fd()
@@ -269,20 +269,19 @@ class Server:
         the main thread, SIGTERM and SIGINT (Ctrl-C) stop it gracefully:
         `stop(grace)`, so calls in flight finish and new ones are refused, and
         `wait` returns once it has stopped. The signals' previous handlers are
-        restored on return. `handle_signals=False` leaves signals alone."""
+        restored on return; a loop that cannot handle signals raises its
+        error (NotImplementedError). `handle_signals=False` leaves signals
+        alone."""
         if self._stopped is None:
             raise RuntimeError("the server is not started")
         loop = asyncio.get_running_loop()
         installed: List[Tuple[signal.Signals, Any]] = []
-        if handle_signals and threading.current_thread() is threading.main_thread():
-            for sig in (signal.SIGTERM, signal.SIGINT):
-                previous = signal.getsignal(sig)
-                try:
-                    loop.add_signal_handler(sig, self._stop_on_signal, grace)
-                except (NotImplementedError, RuntimeError, ValueError):
-                    continue  # a loop without signal support (e.g. Windows)
-                installed.append((sig, previous))
         try:
+            if handle_signals and threading.current_thread() is threading.main_thread():
+                for sig in (signal.SIGTERM, signal.SIGINT):
+                    previous = signal.getsignal(sig)
+                    loop.add_signal_handler(sig, self._stop_on_signal, grace)
+                    installed.append((sig, previous))
             await self._stopped.wait()
         finally:
             for sig, previous in installed:
