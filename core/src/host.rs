@@ -221,6 +221,12 @@ impl Held {
     fn rest(&self) -> std::sync::MutexGuard<'_, VecDeque<HostCall>> {
         self.rest.lock().unwrap_or_else(|e| e.into_inner())
     }
+
+    /// Gives the calls not started yet back to `queue` for other threads.
+    fn hand_back(&self, queue: &HostQueue) {
+        let rest: Vec<HostCall> = self.rest().drain(..).collect();
+        queue.requeue_front(rest);
+    }
 }
 
 /// A batch a host thread runs one call after another. The calls it has not
@@ -251,16 +257,15 @@ impl HeldBatch {
 
     /// Gives the calls not started yet back to the queue for other threads.
     pub fn hand_back(&mut self) {
-        let rest: Vec<HostCall> = self.held.rest().drain(..).collect();
-        self.queue.requeue_front(rest);
+        self.held.hand_back(&self.queue);
     }
 }
 
 impl Drop for HeldBatch {
     fn drop(&mut self) {
         self.hand_back();
-        CURRENT.with(|c| c.borrow_mut().retain(|(_, h)| !Arc::ptr_eq(h, &self.held)));
         if self.watched {
+            CURRENT.with(|c| c.borrow_mut().retain(|(_, h)| !Arc::ptr_eq(h, &self.held)));
             let mut st = self.queue.lock();
             if let Some(i) = st.held.iter().position(|h| Arc::ptr_eq(h, &self.held)) {
                 st.held.swap_remove(i);
@@ -270,7 +275,8 @@ impl Drop for HeldBatch {
 }
 
 thread_local! {
-    /// The held batches this thread is running (see [`hand_back_held`]).
+    /// The held batches of more than one call this thread is running (see
+    /// [`hand_back_held`]).
     static CURRENT: std::cell::RefCell<Vec<(HostQueue, Arc<Held>)>> = const { std::cell::RefCell::new(Vec::new()) };
 }
 
@@ -280,8 +286,7 @@ thread_local! {
 pub fn hand_back_held() {
     let current: Vec<(HostQueue, Arc<Held>)> = CURRENT.with(|c| c.borrow().clone());
     for (queue, held) in current {
-        let rest: Vec<HostCall> = held.rest().drain(..).collect();
-        queue.requeue_front(rest);
+        held.hand_back(&queue);
     }
 }
 
@@ -536,17 +541,15 @@ impl HostQueue {
                 // A thread stuck in one handler since the last tick (STALL
                 // ago): its batch's other calls go to the idle threads.
                 let mut stolen = Vec::new();
-                let scan = now >= st.held_scan + STALL;
-                if scan {
+                if now >= st.held_scan + STALL {
                     st.held_scan = now;
-                }
-                for h in st.held.iter().filter(|_| scan) {
-                    let started = h.started.load(Ordering::Relaxed);
-                    let seen = h.seen.swap(started, Ordering::Relaxed);
-                    if started == 0 || started != seen {
-                        continue;
+                    for h in &st.held {
+                        let started = h.started.load(Ordering::Relaxed);
+                        let seen = h.seen.swap(started, Ordering::Relaxed);
+                        if started != 0 && started == seen {
+                            stolen.extend(h.rest().drain(..));
+                        }
                     }
-                    stolen.extend(h.rest().drain(..));
                 }
                 if !stolen.is_empty() {
                     let at = now.checked_sub(STALL).unwrap_or(now);
@@ -567,11 +570,11 @@ impl HostQueue {
                 }
             }
             // While threads run batches, tick every STALL (which is also how
-            // they are watched) rather than park: a busy server would
-            // otherwise rouse a parked watchdog (a futex wake-up and a
-            // context switch) for every batch it takes.
-            // A server between two batches has none held for a moment: keep
-            // ticking until none was taken for a while.
+            // they are watched) rather than park, and keep ticking for
+            // IDLE_WATCH after the last one (between two batches none is
+            // held for a moment): a busy server would otherwise rouse a
+            // parked watchdog (a futex wake-up and a context switch) for
+            // every batch it takes.
             let watching = !st.held.is_empty() || now < st.held_last + IDLE_WATCH;
             let tick = watching.then(|| st.held_scan + STALL);
             let due = match (due, tick) {
@@ -593,8 +596,8 @@ impl HostQueue {
         let batch = self.next_batch(max, timeout)?;
         let many = batch.len() > 1;
         let held = Arc::new(Held { rest: Mutex::new(batch.into()), started: AtomicU64::new(0), seen: AtomicU64::new(0) });
-        CURRENT.with(|c| c.borrow_mut().push((self.clone(), held.clone())));
         if many {
+            CURRENT.with(|c| c.borrow_mut().push((self.clone(), held.clone())));
             let mut st = self.lock();
             st.held.push(held.clone());
             st.held_last = Instant::now();

@@ -83,8 +83,6 @@ impl Channel {
         let md = metadata_from_py(metadata)?;
         let req = Bytes::copy_from_slice(request);
         let (ch, c, desc) = (&self.ch, &ctx.inner, &method.desc);
-        // A handler waiting on a call holds up none of its batch.
-        courier_core::hand_back_held();
         let r = py.detach(|| futures_executor::block_on(ch.unary(c, desc, req, &md)));
         match r {
             Ok(reply) => Ok((PyBytes::new(py, &reply.message), pairs_to_py(py, &reply.headers), pairs_to_py(py, &reply.trailers))),
@@ -192,7 +190,6 @@ impl ClientCall {
     fn send(&self, py: Python<'_>, data: &[u8]) -> PyResult<bool> {
         let tx = self.sender()?;
         let msg = Bytes::copy_from_slice(data);
-        courier_core::hand_back_held();
         Ok(py.detach(|| tx.blocking_send(msg)).is_ok())
     }
 
@@ -214,7 +211,6 @@ impl ClientCall {
     /// RpcError with the call's status otherwise. Waits without the GIL.
     fn recv<'py>(&self, py: Python<'py>) -> PyResult<Option<Bound<'py, PyBytes>>> {
         let state = self.state.clone();
-        courier_core::hand_back_held();
         match py.detach(|| futures_executor::block_on(next(state))) {
             Ok(m) => Ok(m.map(|m| PyBytes::new(py, &m))),
             Err(s) => Err(status_to_pyerr(py, s)),

@@ -34,6 +34,7 @@ fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<channel::ClientCall>()?;
     m.add_class::<asyncio::AbortOnCancel>()?;
     m.add_function(wrap_pyfunction!(server::flush_replies, m)?)?;
+    m.add_function(wrap_pyfunction!(server::hand_back_held, m)?)?;
     m.add_function(wrap_pyfunction!(reflection::register_file_descriptors, m)?)?;
     m.add_function(wrap_pyfunction!(stubgen::stubgen_main, m)?)?;
     tls::register(m)?;

@@ -259,7 +259,12 @@ const SLOW_BATCH: Duration = Duration::from_millis(2);
 /// is answered INTERNAL then.
 fn run_call(py: Python<'_>, runners: &Bound<'_, PyList>, hc: HostCall) -> PyResult<()> {
     let Some((runner, ctx, request, reply)) = start_call(py, runners, hc)? else { return Ok(()) };
-    let result = Py::new(py, Context::new(ctx)).and_then(|ctx| runner.call1((ctx, request)));
+    answer_unary(reply, Py::new(py, Context::new(ctx)).and_then(|ctx| runner.call1((ctx, request))))
+}
+
+/// Answers a unary call with what its runner returned (reply bytes or a
+/// status tuple), or INTERNAL if it let something escape, which is given back.
+fn answer_unary(reply: UnaryReply, result: PyResult<Bound<'_, PyAny>>) -> PyResult<()> {
     let (answer, escaped) = match result {
         Ok(v) => (reply_of(&v), Ok(())),
         Err(e) => (Err(Status::internal("handler raised an exception that is not an Exception")), Err(e)),
@@ -273,18 +278,15 @@ fn run_ready_call(py: Python<'_>, runners: &Bound<'_, PyList>, spawn: &Bound<'_,
     let method_id = hc.method().host_id() as usize;
     let Some((runner, ctx, request, reply)) = start_call(py, runners, hc)? else { return Ok(()) };
     let ctx = Py::new(py, Context::new(ctx))?;
-    let (answer, escaped) = match runner.call1((ctx.clone_ref(py), request)) {
-        Ok(v) if v.is_instance_of::<PyBytes>() || v.is_instance_of::<pyo3::types::PyTuple>() => (reply_of(&v), Ok(())),
-        Ok(pending) => {
+    match runner.call1((ctx.clone_ref(py), request)) {
+        Ok(pending) if !pending.is_instance_of::<PyBytes>() && !pending.is_instance_of::<pyo3::types::PyTuple>() => {
             // The handler suspended: its task completes this call later.
             let state = Mutex::new(State::Unary(Some(reply)));
             let call = Bound::new(py, Call { method_id, ctx, state, requests: Mutex::new(None) })?;
-            return spawn.call1((call, pending)).map(drop);
+            spawn.call1((call, pending)).map(drop)
         }
-        Err(e) => (Err(Status::internal("handler raised an exception that is not an Exception")), Err(e)),
-    };
-    REPLIES.with(|r| r.borrow_mut().push(reply, answer));
-    escaped
+        result => answer_unary(reply, result),
+    }
 }
 
 /// Finds a call's runner. A streaming call is run here (`runner(call)`),
@@ -343,6 +345,13 @@ thread_local! {
 #[pyfunction]
 pub fn flush_replies() {
     REPLIES.with(|r| r.borrow_mut().flush());
+}
+
+/// Gives the calls this thread took in its batch and has not started back to
+/// the queue, for other threads (a handler about to wait on another call).
+#[pyfunction]
+pub fn hand_back_held() {
+    courier_core::hand_back_held();
 }
 
 /// One call handed to Python.

@@ -141,7 +141,9 @@ class Server:
         `_handlers.waiting_on_call`): while it waits, another thread may run
         a handler, so `max_concurrency` handlers can always make progress and
         a handler that calls its own server never waits on itself. Threads
-        added that way leave once not needed."""
+        added that way leave once not needed. The calls of this thread's
+        batch not started yet go back to the queue first."""
+        _core.hand_back_held()
         with self._pool_lock:
             self._waiting += 1
             if self._live - self._waiting < self._max_concurrency and not self._stopped.is_set():
