@@ -578,8 +578,11 @@ def main() -> int:
     raw.mkdir(parents=True)
     run = Run(raw)
     run.meta["started"] = time.strftime("%Y-%m-%d %H:%M:%S %Z")
-    run.meta["command"] = " ".join(["make bench"] + [f"{k}={os.environ[k]}" for k in
-                                   ("QUICK", "ROUNDS", "SECTIONS", "SERVERS") if os.environ.get(k)])
+    # Every knob set in the environment, so the report's command reproduces the run.
+    knobs = ("QUICK", "ROUNDS", "SECTIONS", "SERVERS", "WARMUP", "UNARY_SECS", "SIZE_SECS", "RATE", "RATE_SECS",
+             "TLS_SECS", "STORM_CLIENTS", "HS_SECS", "SCALE_SECS", "BDP_SECS", "BDP_DELAY_MS", "BDP_RATE",
+             "BDP_RELAY_MBIT", "SERVER_CPU", "CLIENT_CPU")
+    run.meta["command"] = " ".join(["make bench"] + [f"{k}={os.environ[k]}" for k in knobs if os.environ.get(k)])
     run.meta["section_list"] = sections
     run.meta["server_list"] = server_ids
     if not a.skip_build:
