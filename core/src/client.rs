@@ -321,27 +321,17 @@ fn from_tonic(s: tonic::Status) -> Status {
 }
 
 fn is_hyper_canceled(s: &tonic::Status) -> bool {
-    let mut e: Option<&(dyn std::error::Error + 'static)> = std::error::Error::source(s);
-    while let Some(err) = e {
-        if err.downcast_ref::<hyper::Error>().is_some_and(hyper::Error::is_canceled) {
-            return true;
-        }
-        e = err.source();
-    }
-    false
+    causes(s).any(|e| e.downcast_ref::<hyper::Error>().is_some_and(hyper::Error::is_canceled))
 }
 
 /// The innermost HTTP/2 or I/O error under a tonic status, if any.
 fn transport_cause(s: &tonic::Status) -> Option<String> {
-    let mut e: Option<&(dyn std::error::Error + 'static)> = std::error::Error::source(s);
-    let mut found = None;
-    while let Some(err) = e {
-        if err.is::<hyper::Error>() || err.is::<h2::Error>() || err.is::<std::io::Error>() {
-            found = Some(err.to_string());
-        }
-        e = err.source();
-    }
-    found
+    causes(s).filter(|e| e.is::<hyper::Error>() || e.is::<h2::Error>() || e.is::<std::io::Error>()).last().map(|e| e.to_string())
+}
+
+/// The errors under a tonic status, outermost first.
+fn causes(s: &tonic::Status) -> impl Iterator<Item = &(dyn std::error::Error + 'static)> {
+    std::iter::successors(std::error::Error::source(s), |e| e.source())
 }
 
 fn downstream(s: Status) -> Status {

@@ -55,12 +55,8 @@ fn header_declares_each_function_once() {
     let dir = Path::new(env!("CARGO_MANIFEST_DIR"));
     let header = std::fs::read_to_string(dir.join("include/courier.h")).expect("include/courier.h");
     let mut declared = std::collections::BTreeMap::<String, usize>::new();
-    for line in header.lines().filter(|l| !l.starts_with(' ') && !l.starts_with("//") && !l.starts_with('#')) {
-        if let Some(name) = line.split('(').next().and_then(|l| l.split_whitespace().last()) {
-            if line.contains('(') && name.trim_start_matches('*').starts_with("courier_") {
-                *declared.entry(name.trim_start_matches('*').to_string()).or_default() += 1;
-            }
-        }
+    for name in header.lines().filter_map(declared_function) {
+        *declared.entry(name.to_string()).or_default() += 1;
     }
     let twice: Vec<_> = declared.iter().filter(|(_, n)| **n > 1).collect();
     assert!(twice.is_empty(), "declared more than once: {twice:?}");
@@ -96,14 +92,20 @@ fn header_states_thread_safety_per_function() {
     let lines: Vec<&str> = header.lines().collect();
     let mut silent = Vec::new();
     for (i, line) in lines.iter().enumerate() {
-        let Some(name) = line.split('(').next().and_then(|l| l.split_whitespace().last()).map(|n| n.trim_start_matches('*')) else { continue };
-        if line.starts_with(' ') || !line.contains('(') || !name.starts_with("courier_") {
-            continue;
-        }
+        let Some(name) = declared_function(line) else { continue };
         let doc: String = lines[..i].iter().rev().take_while(|l| l.starts_with("//")).map(|l| l.to_lowercase()).collect();
         if !doc.contains("thread") {
             silent.push(name.to_string());
         }
     }
     assert!(silent.is_empty(), "functions whose doc states no thread safety: {silent:?}");
+}
+
+/// The function a header line starts to declare (`T *courier_x(...`), if any.
+fn declared_function(line: &str) -> Option<&str> {
+    if line.starts_with([' ', '#']) || line.starts_with("//") || !line.contains('(') {
+        return None;
+    }
+    let name = line.split('(').next()?.split_whitespace().last()?.trim_start_matches('*');
+    name.starts_with("courier_").then_some(name)
 }

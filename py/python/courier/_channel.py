@@ -32,10 +32,7 @@ class Channel:
         return self._native
 
     def unary(self, ctx: _core.Context, method: Method[ReqT, RespT], request: ReqT, *, metadata: Optional[Metadata] = None) -> RespT:
-        native, req, md = self.native, method.encode(request), _pairs(metadata)
-        with waiting_on_call():
-            data, _, _ = native.unary(ctx, method.native, req, md)
-        return method.decode_response(data)
+        return self.unary_with_metadata(ctx, method, request, metadata=metadata)[0]
 
     def unary_with_metadata(
         self, ctx: _core.Context, method: Method[ReqT, RespT], request: ReqT, *, metadata: Optional[Metadata] = None

@@ -98,36 +98,24 @@ def _runner(
                 return
             yield decode(m)
 
-    def reply_from(call: _core.Call, coro: Any) -> None:
+    def first_step(coro: Any) -> Any:
         # Drive the coroutine directly; only a suspension costs a Task.
+        # Gives the reply bytes, or the _Resume of a suspended handler.
+        if not inspect.iscoroutine(coro):
+            return encode(coro)
         try:
-            if not inspect.iscoroutine(coro):
-                call.reply(encode(coro))
-                return
-            try:
-                pending = coro.send(None)
-            except StopIteration as stop:
-                call.reply(encode(stop.value))
-                return
-        except Exception as e:
-            call.reply_error(*status_of(method, e, stats))
-            return
-        loop.create_task(_complete(method, stats, flusher, call, _Resume(coro, pending)))
+            pending = coro.send(None)
+        except StopIteration as stop:
+            return encode(stop.value)
+        return _Resume(coro, pending)
 
     if kind == "unary":
 
         def run_unary(ctx: _core.Context, data: bytes) -> Any:
             try:
-                coro = fn(ctx, decode(data))
-                if not inspect.iscoroutine(coro):
-                    return encode(coro)
-                try:
-                    pending = coro.send(None)
-                except StopIteration as stop:
-                    return encode(stop.value)
+                return first_step(fn(ctx, decode(data)))
             except Exception as e:
                 return status_of(method, e, stats)
-            return _Resume(coro, pending)
 
         return run_unary
 
@@ -135,7 +123,15 @@ def _runner(
 
         def run(call: _core.Call) -> None:
             call.start()
-            reply_from(call, fn(call.ctx, requests(call)))
+            try:
+                result = first_step(fn(call.ctx, requests(call)))
+                if not isinstance(result, _Resume):
+                    call.reply(result)
+                    return
+            except Exception as e:
+                call.reply_error(*status_of(method, e, stats))
+                return
+            loop.create_task(_complete(method, stats, flusher, call, result))
 
     else:
         server_only = kind == "server_streaming"
