@@ -8,7 +8,9 @@ import signal
 import subprocess
 import time
 from concurrent.futures import ThreadPoolExecutor
-from typing import Any
+from typing import Any, Callable
+
+from typing_extensions import TypeVarTuple, Unpack
 
 import pytest
 
@@ -181,3 +183,43 @@ def test_aio_wait_restores_signal_handlers(pb: Any) -> None:
         assert (signal.getsignal(signal.SIGTERM), signal.getsignal(signal.SIGINT)) == before
 
     asyncio.run(main())
+
+
+_Ts = TypeVarTuple("_Ts")
+
+
+class _NoSigintLoop(asyncio.SelectorEventLoop):
+    """A loop that cannot handle SIGINT (as the proactor loop on Windows
+    cannot handle any signal): its add_signal_handler raises."""
+
+    def add_signal_handler(self, sig: int, callback: Callable[[Unpack[_Ts]], Any], *args: Unpack[_Ts]) -> None:
+        if sig == signal.SIGINT:
+            raise NotImplementedError("no SIGINT here")
+        super().add_signal_handler(sig, callback, *args)
+
+
+def test_aio_wait_on_a_loop_without_signal_handling_raises(pb: Any) -> None:
+    """`aio.Server.wait()` does not silently serve without SIGTERM/SIGINT
+    handling: the loop's error comes out, the handler installed before it
+    (SIGTERM) is restored; `handle_signals=False` waits without them."""
+
+    async def main() -> None:
+        before = (signal.getsignal(signal.SIGTERM), signal.getsignal(signal.SIGINT))
+        async with courier.aio.Server(workers=1) as server:
+            server.add_handlers(make_service(pb), handlers(AsyncTest(pb)))
+            server.listen("127.0.0.1:0")
+            await server.start()
+            with pytest.raises(NotImplementedError, match="no SIGINT here"):
+                await server.wait(grace=1.0)
+            assert (signal.getsignal(signal.SIGTERM), signal.getsignal(signal.SIGINT)) == before
+            waiting = asyncio.ensure_future(server.wait(grace=1.0, handle_signals=False))
+            await asyncio.sleep(0.05)
+            assert not waiting.done()
+            await server.stop(1.0)
+            await asyncio.wait_for(waiting, 5.0)
+
+    loop = _NoSigintLoop()
+    try:
+        loop.run_until_complete(main())
+    finally:
+        loop.close()
